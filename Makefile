@@ -1,0 +1,57 @@
+# Everyday commands. `make run` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: help setup fetch run test test-fast lint format ui lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip==26.3"
+	# torch first: a range or a bare `torch` would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP) fetch  ## create .venv with the pinned dependencies and fetch the default data and model
+
+fetch: $(STAMP)  ## download the VADER corpus (by package name, sha256-checked) and check the model's hash
+	$(BIN)/variantlab fetch
+
+run: setup  ## run the whole pipeline (dvc repro under one MLflow parent run), print leaderboard and champion
+	$(BIN)/variantlab run
+
+test: setup  ## the test suite that .ci/run runs
+	$(BIN)/python -m pytest
+
+test-fast: setup  ## everything but the end-to-end run of the default pipeline
+	$(BIN)/python -m pytest -m "not e2e"
+
+lint: $(STAMP)  ## ruff, ruff format --check, mypy
+	$(BIN)/ruff check src tests pipelines
+	$(BIN)/ruff format --check src tests pipelines
+	$(BIN)/mypy src pipelines
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests pipelines
+	$(BIN)/ruff format src tests pipelines
+
+ui: $(STAMP)  ## open the MLflow UI on the default store (http://127.0.0.1:5000)
+	$(BIN)/variantlab ui
+
+lock: $(STAMP)  ## re-pin requirements.lock from the current .venv
+	{ sed -n '1,3p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable \
+	  | grep -v '^variantlab' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:  ## remove pipeline outputs and the local MLflow store (keeps .venv)
+	rm -rf data/raw data/prepared models metrics reports/predictions reports/confusion mlflow.db mlartifacts

@@ -1,0 +1,170 @@
+"""Typed, frozen view of ``params.yaml``: parsed once, unknown keys rejected, every bad key named at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from variantlab.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+LABELS = ("negative", "neutral", "positive")
+VADER_DOMAINS = ("tweets", "movie_reviews", "amazon_reviews", "nyt_editorials")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProjectConfig(Strict):
+    name: str = "sentiment"
+    seed: int = 42
+
+
+class VaderSource(Strict):
+    package: str = "vaderSentiment"
+    version: str = "3.3.2"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    member: str = "additional_resources/hutto_ICWSM_2014.tar.gz"
+
+
+class DataConfig(Strict):
+    # "vader" for the embedded corpus, else a path to a user CSV/Parquet file inside the project.
+    source: str = "vader"
+    vader: VaderSource
+
+
+class LabelConfig(Strict):
+    """Ratings at or below ``negative_max`` are negative, at or above ``positive_min`` positive."""
+
+    negative_max: float = -0.5
+    positive_min: float = 0.5
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LabelConfig:
+        if self.negative_max >= self.positive_min:
+            raise ValueError("labels.negative_max must be below labels.positive_min")
+        return self
+
+
+Severity = Literal["error", "warning"]
+
+
+class ValidationConfig(Strict):
+    rating_min: float = -4.0
+    rating_max: float = 4.0
+    text_min_chars: int = Field(1, ge=0)
+    text_max_chars: int = Field(5000, ge=1)
+    domains: tuple[str, ...] = VADER_DOMAINS
+    max_duplicate_fraction: float = Field(0.02, ge=0, le=1)
+    min_class_fraction: float = Field(0.1, ge=0, le=1)
+    severity: dict[str, Severity] = Field(default_factory=dict)
+
+
+class SplitConfig(Strict):
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    salt: str = "variantlab-split-v1"
+    train_subsample: int | None = Field(4000, ge=1)
+    val_subsample: int | None = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _room_for_train(self) -> SplitConfig:
+        if self.test_fraction + self.val_fraction >= 0.9:
+            raise ValueError("split.test_fraction + split.val_fraction must leave at least 10% for training")
+        return self
+
+
+class ModelEntry(Strict):
+    """An open model: ``package:<module>``, ``path:<dir>`` or ``hf:<id>@<revision>``, with its weights' sha256."""
+
+    source: str = Field(pattern=r"^(package|path|hf):.+")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class TfidfVariant(Strict):
+    kind: Literal["tfidf-logreg"]
+    max_features: int = Field(50000, ge=1)
+    ngram_max: int = Field(2, ge=1, le=3)
+    min_df: int = Field(2, ge=1)
+    C: float = Field(4.0, gt=0)
+    max_iter: int = Field(1000, ge=1)
+
+
+class ProbeVariant(Strict):
+    kind: Literal["probe"]
+    model: str
+    max_length: int = Field(128, ge=8, le=512)
+    batch_size: int = Field(64, ge=1)
+    C: float = Field(10.0, gt=0)
+    max_iter: int = Field(2000, ge=1)
+
+
+Variant = Annotated[TfidfVariant | ProbeVariant, Field(discriminator="kind")]
+
+
+class PromotionConfig(Strict):
+    registered_model: str = "variantlab-sentiment"
+    metric: Literal["macro_f1", "accuracy"] = "macro_f1"
+    floor: float = Field(0.5, ge=0, le=1)
+    min_improvement: float = Field(0.0, ge=0)
+
+
+class Params(Strict):
+    project: ProjectConfig = ProjectConfig()
+    data: DataConfig
+    labels: LabelConfig = LabelConfig()
+    validation: ValidationConfig = ValidationConfig()
+    split: SplitConfig = SplitConfig()
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+    variants: dict[str, Variant] = Field(min_length=1)
+    promotion: PromotionConfig = PromotionConfig()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Params:
+        unknown = sorted(
+            f"variants.{name}.model='{v.model}'"
+            for name, v in self.variants.items()
+            if isinstance(v, ProbeVariant) and v.model not in self.models
+        )
+        if unknown:
+            raise ValueError(f"unknown model in {', '.join(unknown)} (declared models: {sorted(self.models)})")
+        return self
+
+    def variant(self, name: str) -> TfidfVariant | ProbeVariant:
+        if name not in self.variants:
+            raise ConfigError(f"unknown variant '{name}' (declared: {', '.join(sorted(self.variants))})")
+        return self.variants[name]
+
+
+def _describe(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    if err["type"] == "union_tag_invalid":
+        return f"{where}: unknown kind {err['input'].get('kind')!r} (allowed: tfidf-logreg, probe)"
+    return f"{where or '<top>'}: {err['msg']}"
+
+
+def parse_params(raw: Any, *, file: str = "params.yaml") -> Params:
+    """Validate an already-loaded mapping; every problem is reported in one ConfigError."""
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a YAML mapping", file=file)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(problems, file=file) from None
+
+
+def load_params(path: Path = DEFAULT_PARAMS) -> Params:
+    if not path.is_file():
+        raise ConfigError("file not found", file=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML ({exc})", file=str(path)) from None
+    return parse_params(raw, file=str(path))

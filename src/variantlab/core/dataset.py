@@ -1,0 +1,61 @@
+"""From validated raw sentences to the train / val / test splits (pure: frames in, frames out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from variantlab.config import Params
+from variantlab.core.preprocessing import (
+    assign_splits,
+    check_leakage,
+    content_hash,
+    deduplicate,
+    label_from_rating,
+    split_report,
+    stratified_subsample,
+)
+
+SPLIT_COLUMNS = ["id", "text", "label", "rating", "domain", "norm"]
+
+
+@dataclass
+class PreparedData:
+    splits: dict[str, pd.DataFrame]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
+    dedup = deduplicate(raw)
+    frame = dedup.frame
+    derived = label_from_rating(frame["rating"], params.labels.negative_max, params.labels.positive_min)
+    frame = frame.assign(label=frame["label"].fillna(derived))
+    frame = frame[frame["label"].notna()]
+    split = assign_splits(frame, params.split.test_fraction, params.split.val_fraction, params.split.salt)
+    full = {name: frame[split == name] for name in ("train", "val", "test")}
+    check_leakage(full)
+    splits = {
+        "train": stratified_subsample(full["train"], params.split.train_subsample, params.project.seed),
+        "val": stratified_subsample(full["val"], params.split.val_subsample, params.project.seed),
+        "test": full["test"].sort_values("id"),  # the test set is never subsampled
+    }
+    splits = {name: part[SPLIT_COLUMNS].reset_index(drop=True) for name, part in splits.items()}
+    stats: dict[str, Any] = {
+        "raw_rows": len(raw),
+        "exact_duplicates": dedup.exact_duplicates,
+        "normalised_duplicates": dedup.normalised_duplicates,
+        "rows_after_dedup": len(frame),
+        "available": {name: len(part) for name, part in full.items()},
+        "rows": {name: len(part) for name, part in splits.items()},
+        "class_balance": {
+            name: {
+                str(k): round(float(v), 4) for k, v in part["label"].value_counts(normalize=True).sort_index().items()
+            }
+            for name, part in splits.items()
+        },
+        "test_sha256": content_hash(splits["test"]),
+        "stratum_fractions": split_report(frame, split),
+    }
+    return PreparedData(splits, stats)

@@ -1,0 +1,52 @@
+"""The leaderboard: one row per variant, best first by the promotion metric."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+
+def build_leaderboard(
+    evals: Mapping[str, Mapping[str, Any]], trains: Mapping[str, Mapping[str, Any]], metric: str
+) -> pd.DataFrame:
+    rows = []
+    for variant, ev in evals.items():
+        tr = trains.get(variant, {})
+        row: dict[str, Any] = {
+            "variant": variant,
+            "kind": tr.get("kind"),
+            "accuracy": ev["accuracy"],
+            "macro_f1": ev["macro_f1"],
+        }
+        row.update({f"f1_{name}": cls["f1"] for name, cls in ev["per_class"].items()})
+        row.update({f"macro_f1@{name}": dom["macro_f1"] for name, dom in ev["per_domain"].items()})
+        row.update(
+            {
+                "n_train": tr.get("n_train"),
+                "train_time_s": tr.get("train_time_s"),
+                "trainable_params": tr.get("trainable_params"),
+                "predict_per_s": ev.get("predict_per_s"),
+                "evaluate_run_id": ev.get("mlflow_run_id"),
+            }
+        )
+        rows.append(row)
+    board = pd.DataFrame(rows).sort_values([metric, "variant"], ascending=[False, True]).reset_index(drop=True)
+    board.insert(0, "rank", range(1, len(board) + 1))
+    return board
+
+
+def to_markdown(board: pd.DataFrame) -> str:
+    """A GitHub-style table without the optional ``tabulate`` dependency."""
+    shown = board.drop(columns=["evaluate_run_id"], errors="ignore")
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+        return "" if value is None else str(value)
+
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"

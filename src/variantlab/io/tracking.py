@@ -1,0 +1,171 @@
+"""MLflow conventions: where the store is, one parent run per pipeline execution, one child run per stage."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+PARENT_ENV = "VARIANTLAB_PARENT_RUN_ID"
+EXPERIMENT_PREFIX = "variantlab-"
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("VARIANTLAB_ROOT", ".")).resolve()
+
+
+def default_uri(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def tracking_uri(root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else a SQLite store in the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri(root)
+
+
+def configure(root: Path, project: str) -> str:
+    """Point MLflow at the project's store and experiment; returns the experiment id."""
+    import mlflow
+
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # keep stage output to what the user acts on
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    name = f"{EXPERIMENT_PREFIX}{project}"
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        mlflow.set_experiment(experiment_id=experiment.experiment_id)
+        return str(experiment.experiment_id)
+    # A local store keeps its artifacts next to it (mlartifacts/); a server decides for itself.
+    location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+    try:
+        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created by a concurrent stage in the meantime
+        experiment_id = mlflow.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)
+
+
+def git_commit(root: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def git_short(root: Path) -> str:
+    commit = git_commit(root)
+    return commit[:7] if commit != "unknown" else "nogit"
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str, *, root: Path, project: str, variant: str | None = None, system_metrics: bool = False
+) -> Iterator[Any]:
+    """A child run of the pipeline execution named in ``VARIANTLAB_PARENT_RUN_ID`` (a top-level run without it).
+
+    An exception inside the block ends the run FAILED, never stuck RUNNING.
+    """
+    import mlflow
+
+    configure(root, project)
+    tags = {"variantlab.stage": stage, "mlflow.source.git.commit": git_commit(root)}
+    if variant:
+        tags["variant"] = variant
+    parent = os.environ.get(PARENT_ENV) or None
+    name = f"{stage}:{variant}" if variant else stage
+    with mlflow.start_run(run_name=name, parent_run_id=parent, tags=tags, log_system_metrics=system_metrics) as run:
+        yield run
+
+
+def log_dvc_inputs(paths: Mapping[str, Path]) -> dict[str, str]:
+    """Tag the run with the md5 of each input, the digest DVC records for it in dvc.lock."""
+    import mlflow
+
+    from variantlab.io.files import md5_file
+
+    digests = {name: md5_file(path) for name, path in paths.items()}
+    mlflow.set_tags({f"dvc.md5.{name}": digest for name, digest in digests.items()})
+    return digests
+
+
+def log_frame_input(frame: Any, *, name: str, source: Path, digest: str, context: str) -> None:
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    with warnings.catch_warnings():
+        # A relative path matches two equivalent local source types; MLflow warns and picks one.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = from_pandas(frame, source=str(source), name=name, digest=digest[:32])
+    mlflow.log_input(dataset, context=context)
+
+
+@contextlib.contextmanager
+def pipeline_run(
+    root: Path, project: str, *, name: str | None = None, tags: Mapping[str, str] | None = None
+) -> Iterator[Any]:
+    """The parent run of one pipeline execution; stages started inside see it through the environment."""
+    import datetime
+
+    import mlflow
+
+    configure(root, project)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    run_name = name or f"pipeline-{stamp}-{git_short(root)}"
+    all_tags = {"variantlab.stage": "pipeline", "mlflow.source.git.commit": git_commit(root), **(tags or {})}
+    with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+        previous = os.environ.get(PARENT_ENV)
+        os.environ[PARENT_ENV] = run.info.run_id
+        try:
+            yield run
+        finally:
+            if previous is None:
+                os.environ.pop(PARENT_ENV, None)
+            else:
+                os.environ[PARENT_ENV] = previous
+
+
+def record_reused(stage: str, metrics_file: Path, *, root: Path, project: str) -> None:
+    """A stage DVC skipped as unchanged still appears under the parent run, pointing at the run that made it.
+
+    Uses the client API so it works inside a process whose parent run is the active one.
+    """
+    import json
+
+    import mlflow
+
+    producer = "unknown"
+    if metrics_file.is_file():
+        producer = json.loads(metrics_file.read_text(encoding="utf-8")).get("mlflow_run_id") or producer
+    stage_name, _, variant = stage.partition("@")
+    tags = {
+        "variantlab.stage": stage_name,
+        "variantlab.reused": "true",
+        "variantlab.reused_from_run": producer,
+        "mlflow.source.git.commit": git_commit(root),
+    }
+    if variant:
+        tags["variant"] = variant
+    if parent := os.environ.get(PARENT_ENV):
+        tags["mlflow.parentRunId"] = parent
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        configure(root, project), run_name=f"{stage_name}:{variant}" if variant else stage_name, tags=tags
+    )
+    client.set_terminated(run.info.run_id)

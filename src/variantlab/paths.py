@@ -1,0 +1,48 @@
+"""The file contract between stages: every path a stage reads or writes, relative to the project root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RAW = Path("data/raw/sentences.parquet")
+PREPARED_DIR = Path("data/prepared")
+SPLITS = ("train", "val", "test")
+METRICS_DIR = Path("metrics")
+REPORTS_DIR = Path("reports")
+MODELS_DIR = Path("models")
+VALIDATION_REPORT = REPORTS_DIR / "validation.json"
+LEADERBOARD_MD = REPORTS_DIR / "leaderboard.md"
+LEADERBOARD_CSV = REPORTS_DIR / "leaderboard.csv"
+PROMOTION_REPORT = REPORTS_DIR / "promotion.json"
+
+
+def split_path(split: str) -> Path:
+    return PREPARED_DIR / f"{split}.parquet"
+
+
+def stage_metrics(stage: str) -> Path:
+    return METRICS_DIR / f"{stage}.json"
+
+
+def train_metrics(variant: str) -> Path:
+    return METRICS_DIR / "train" / f"{variant}.json"
+
+
+def eval_metrics(variant: str) -> Path:
+    return METRICS_DIR / "eval" / f"{variant}.json"
+
+
+def model_dir(variant: str) -> Path:
+    return MODELS_DIR / variant
+
+
+def predictions_path(variant: str) -> Path:
+    return REPORTS_DIR / "predictions" / f"{variant}.parquet"
+
+
+def confusion_csv(variant: str) -> Path:
+    return REPORTS_DIR / "confusion" / f"{variant}.csv"
+
+
+def confusion_png(variant: str) -> Path:
+    return REPORTS_DIR / "confusion" / f"{variant}.png"

@@ -1,0 +1,58 @@
+"""Stage ``prepare``: clean, de-duplicate, label, split (frozen test set, leakage-checked), subsample."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from variantlab import paths
+from variantlab.console import guarded, info
+
+
+def run(argv: Sequence[str] | None) -> int:
+    import mlflow
+    import pandas as pd
+
+    from variantlab.core.dataset import prepare_splits
+    from variantlab.io.files import md5_file, write_json, write_parquet
+    from variantlab.io.tracking import flatten, log_dvc_inputs, log_frame_input, stage_run
+    from variantlab.stages.context import parse_stage_args
+
+    ctx = parse_stage_args("Clean, de-duplicate, label and split the sentences.", argv)
+    raw = pd.read_parquet(ctx.path(paths.RAW))
+    prepared = prepare_splits(raw, ctx.params)
+    with stage_run("prepare", root=ctx.root, project=ctx.params.project.name) as run:
+        log_dvc_inputs({"raw": ctx.path(paths.RAW)})
+        mlflow.log_params(flatten({"labels": ctx.params.labels.model_dump(), "split": ctx.params.split.model_dump()}))
+        for name, part in prepared.splits.items():
+            out = ctx.path(paths.split_path(name))
+            write_parquet(out, part)
+            log_frame_input(
+                part,
+                name=f"{name}-split",
+                source=paths.split_path(name),
+                digest=md5_file(out),
+                context="testing" if name == "test" else name,
+            )
+        stats = prepared.stats
+        mlflow.log_metrics(
+            {f"rows.{k}": v for k, v in stats["rows"].items()}
+            | {"exact_duplicates": stats["exact_duplicates"], "normalised_duplicates": stats["normalised_duplicates"]}
+        )
+        mlflow.set_tag("test_sha256", stats["test_sha256"])
+        mlflow.log_dict(stats, "prepare/stats.json")
+        write_json(ctx.path(paths.stage_metrics("prepare")), {**stats, "mlflow_run_id": run.info.run_id})
+    info(
+        f"prepare: train {stats['rows']['train']}, val {stats['rows']['val']}, test {stats['rows']['test']} "
+        f"(dropped {stats['exact_duplicates']} exact + {stats['normalised_duplicates']} normalised duplicates); "
+        f"test sha256 {stats['test_sha256'][:12]}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prepare", lambda: run(argv), argv or sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

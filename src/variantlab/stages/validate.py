@@ -1,0 +1,55 @@
+"""Stage ``validate``: the Great Expectations gate. Errors stop the pipeline; warnings are reported."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+from variantlab import paths
+from variantlab.console import guarded, info
+from variantlab.errors import ValidationFailed
+
+
+def run(argv: Sequence[str] | None) -> int:
+    import mlflow
+    import pandas as pd
+
+    from variantlab.core.expectations import build_suite, validation_view
+    from variantlab.io.files import write_json
+    from variantlab.io.tracking import log_dvc_inputs, stage_run
+    from variantlab.io.validation import render_failures, run_suite
+    from variantlab.stages.context import parse_stage_args
+
+    ctx = parse_stage_args("Validate the raw sentences with the GX suite.", argv)
+    specs = build_suite(ctx.params.validation)
+    raw = pd.read_parquet(ctx.path(paths.RAW))
+    with stage_run("validate", root=ctx.root, project=ctx.params.project.name) as run:
+        log_dvc_inputs({"raw": ctx.path(paths.RAW)})
+        report = run_suite(validation_view(raw, ctx.params.labels), specs)
+        summary = report.summary()
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+        mlflow.log_dict(report.to_json(), "validation/report.json")
+        mlflow.log_text(json.dumps(report.gx_result, indent=1, default=str), "validation/gx_result.json")
+        if report.errors or report.warnings:
+            info(render_failures(report, str(paths.RAW)))
+        if report.errors:
+            failed = ", ".join(o.key for o in report.errors)
+            raise ValidationFailed(
+                f"{len(report.errors)} expectation(s) of severity error failed: {failed}", file=str(paths.RAW)
+            )
+        write_json(ctx.path(paths.VALIDATION_REPORT), report.to_json())
+        write_json(ctx.path(paths.stage_metrics("validate")), {**summary, "mlflow_run_id": run.info.run_id})
+    info(
+        f"validate: {summary['passed']}/{summary['evaluated']} expectations passed, "
+        f"{summary['warnings']} warning(s) -> {paths.VALIDATION_REPORT}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("validate", lambda: run(argv), argv or sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

