@@ -137,6 +137,8 @@ def clean_env(**extra: str) -> dict[str, str]:
         if not k.startswith(("MLFLOW_", "VARIANTLAB_", "PREFECT_API")) and k != "PYTHONPATH"
     }
     env.update({"DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1", **extra})
+    # Stages run `python -m ...` from dvc.yaml: the interpreter running the tests must come first on PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 

@@ -14,6 +14,8 @@ VALIDATION_REPORT = REPORTS_DIR / "validation.json"
 LEADERBOARD_MD = REPORTS_DIR / "leaderboard.md"
 LEADERBOARD_CSV = REPORTS_DIR / "leaderboard.csv"
 PROMOTION_REPORT = REPORTS_DIR / "promotion.json"
+DOMAIN_COUNTS = REPORTS_DIR / "ingest" / "domains.csv"
+CLASS_BALANCE = REPORTS_DIR / "prepare" / "class_balance.csv"
 
 
 def split_path(split: str) -> Path:

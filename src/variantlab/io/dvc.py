@@ -60,6 +60,8 @@ def repro(
     """Run ``dvc repro`` (list argv, no shell), echoing its output live and recording which stages ran."""
     argv = [sys.executable, "-m", "dvc", "repro", *(["--single-item"] if single_item else []), *targets]
     merged = {**os.environ, **(env or {}), "DVC_NO_ANALYTICS": "1"}
+    # dvc.yaml says `python -m ...`: make that the interpreter running us (the project's venv), not the PATH's.
+    merged["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), merged.get("PATH", "")])
     proc = subprocess.Popen(
         argv, cwd=root, env=merged, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )

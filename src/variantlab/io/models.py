@@ -84,6 +84,16 @@ def probe_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame) -> dict
     }
 
 
+def load_pyfunc(uri: str) -> Any:
+    """Load any variant's model exactly as a user would, with pickle deserialisation refused."""
+    import os
+
+    import mlflow
+
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    return mlflow.pyfunc.load_model(uri)
+
+
 def save_and_log(kwargs: dict[str, Any], local_dir: Path) -> str:
     """Save the pyfunc model to ``local_dir`` (a DVC out) and log the same model to the active MLflow run.
 

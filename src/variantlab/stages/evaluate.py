@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ def run(argv: Sequence[str] | None) -> int:
     from variantlab.config import LABELS
     from variantlab.core.metrics import classification_metrics, confusion_array, confusion_frame
     from variantlab.io.files import md5_file, read_json, write_csv, write_json, write_parquet
+    from variantlab.io.models import load_pyfunc
     from variantlab.io.plots import confusion_png
     from variantlab.io.tracking import log_dvc_inputs, log_frame_input, stage_run
     from variantlab.stages.context import parse_stage_args
@@ -28,9 +28,7 @@ def run(argv: Sequence[str] | None) -> int:
     test = pd.read_parquet(test_file)
     trained = read_json(ctx.path(paths.train_metrics(ctx.variant)))
     prepared = read_json(ctx.path(paths.stage_metrics("prepare")))
-    # Loading the saved model exactly as a user would, with pickle deserialisation refused.
-    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
-    model = mlflow.pyfunc.load_model(str(ctx.path(paths.model_dir(ctx.variant))))
+    model = load_pyfunc(str(ctx.path(paths.model_dir(ctx.variant))))
     with stage_run("evaluate", root=ctx.root, project=ctx.params.project.name, variant=ctx.variant) as run:
         mlflow.set_tags(
             {

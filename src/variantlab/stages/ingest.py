@@ -11,8 +11,9 @@ from variantlab.console import guarded, info
 
 def run(argv: Sequence[str] | None) -> int:
     import mlflow
+    import pandas as pd
 
-    from variantlab.io.files import md5_file, write_json, write_parquet
+    from variantlab.io.files import md5_file, write_csv, write_json, write_parquet
     from variantlab.io.sources import load_raw
     from variantlab.io.tracking import log_frame_input, stage_run
     from variantlab.stages.context import parse_stage_args
@@ -27,6 +28,7 @@ def run(argv: Sequence[str] | None) -> int:
         mlflow.log_params({"data.source": ctx.params.data.source, "data.origin": source[:250]})
         mlflow.log_metrics({"rows": len(frame), **{f"rows.{k}": v for k, v in counts.items()}})
         log_frame_input(frame, name="raw-sentences", source=paths.RAW, digest=digest, context="ingest")
+        write_csv(ctx.path(paths.DOMAIN_COUNTS), pd.DataFrame({"domain": list(counts), "rows": list(counts.values())}))
         write_json(
             ctx.path(paths.stage_metrics("ingest")),
             {

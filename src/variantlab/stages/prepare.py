@@ -14,7 +14,7 @@ def run(argv: Sequence[str] | None) -> int:
     import pandas as pd
 
     from variantlab.core.dataset import prepare_splits
-    from variantlab.io.files import md5_file, write_json, write_parquet
+    from variantlab.io.files import md5_file, write_csv, write_json, write_parquet
     from variantlab.io.tracking import flatten, log_dvc_inputs, log_frame_input, stage_run
     from variantlab.stages.context import parse_stage_args
 
@@ -41,6 +41,13 @@ def run(argv: Sequence[str] | None) -> int:
         )
         mlflow.set_tag("test_sha256", stats["test_sha256"])
         mlflow.log_dict(stats, "prepare/stats.json")
+        balance = pd.concat(
+            [
+                part.groupby("label").size().rename("rows").reset_index().assign(split=name)
+                for name, part in prepared.splits.items()
+            ]
+        )
+        write_csv(ctx.path(paths.CLASS_BALANCE), balance[["split", "label", "rows"]])
         write_json(ctx.path(paths.stage_metrics("prepare")), {**stats, "mlflow_run_id": run.info.run_id})
     info(
         f"prepare: train {stats['rows']['train']}, val {stats['rows']['val']}, test {stats['rows']['test']} "

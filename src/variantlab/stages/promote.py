@@ -15,11 +15,11 @@ from variantlab.stages.context import StageContext
 
 def _champion_score(ctx: StageContext, version: Any, test_sha256: str) -> Any:
     """The champion's score on the current frozen test set: recorded if it was scored on it, else re-scored."""
-    import mlflow
     import pandas as pd
 
     from variantlab.core.metrics import classification_metrics
     from variantlab.core.promotion import Scored
+    from variantlab.io.models import load_pyfunc
 
     metric = ctx.params.promotion.metric
     tags = version.tags
@@ -27,7 +27,7 @@ def _champion_score(ctx: StageContext, version: Any, test_sha256: str) -> Any:
         return Scored(tags.get("variant", "?"), float(tags[metric]), version.run_id, test_sha256)
     info(f"promote: champion v{version.version} was scored on another test set; re-scoring it")
     test = pd.read_parquet(ctx.path(paths.split_path("test")))
-    model = mlflow.pyfunc.load_model(f"models:/{ctx.params.promotion.registered_model}/{version.version}")
+    model = load_pyfunc(f"models:/{ctx.params.promotion.registered_model}/{version.version}")
     pred = pd.Series(model.predict(test[["text"]]), index=test.index).astype(str)
     score = classification_metrics(test["label"], pred, test["domain"])[metric]
     return Scored(tags.get("variant", "?"), float(score), version.run_id, test_sha256)
