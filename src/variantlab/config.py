@@ -70,6 +70,9 @@ class SplitConfig(Strict):
     salt: str = "variantlab-split-v1"
     train_subsample: int | None = Field(4000, ge=1)
     val_subsample: int | None = Field(1000, ge=1)
+    # Domains kept out of train/val (their training rows go to data/prepared/extra.parquet for a more-data
+    # variant); the test set keeps them, so per-domain metrics show what adding them did.
+    holdout_domains: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _room_for_train(self) -> SplitConfig:
@@ -85,7 +88,15 @@ class ModelEntry(Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class TfidfVariant(Strict):
+class VariantBase(Strict):
+    """What every variant may say about its training data."""
+
+    train_rows: int | None = Field(None, ge=1)  # at most this many training rows (stratified), e.g. for the CPU profile
+    extra_data: str | None = None  # "holdout" (the held-out domains) or a CSV/Parquet file under data/external/
+    extra_rows: int | None = Field(None, ge=1)  # at most this many rows of extra data (stratified)
+
+
+class TfidfVariant(VariantBase):
     kind: Literal["tfidf-logreg"]
     max_features: int = Field(50000, ge=1)
     ngram_max: int = Field(2, ge=1, le=3)
@@ -94,7 +105,7 @@ class TfidfVariant(Strict):
     max_iter: int = Field(1000, ge=1)
 
 
-class ProbeVariant(Strict):
+class ProbeVariant(VariantBase):
     kind: Literal["probe"]
     model: str
     max_length: int = Field(128, ge=8, le=512)
@@ -103,7 +114,44 @@ class ProbeVariant(Strict):
     max_iter: int = Field(2000, ge=1)
 
 
-Variant = Annotated[TfidfVariant | ProbeVariant, Field(discriminator="kind")]
+class LoraSettings(Strict):
+    rank: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: tuple[str, ...] = ("query", "value")
+
+
+class FinetuneVariant(VariantBase):
+    """``full``: all weights train; ``lora``: adapters only; ``pruned``: the first ``keep_layers`` layers train."""
+
+    kind: Literal["full", "lora", "pruned"]
+    model: str
+    max_length: int = Field(64, ge=8, le=512)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    grad_accum: int = Field(1, ge=1)
+    patience: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    keep_layers: int | None = Field(None, ge=1)
+    lora: LoraSettings = LoraSettings()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = True  # bf16 autocast, used on CUDA only
+    compile: bool = False
+    checkpoint_every: int = Field(0, ge=0)
+    max_steps: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _pruned_needs_layers(self) -> FinetuneVariant:
+        if self.kind == "pruned" and self.keep_layers is None:
+            raise ValueError("a pruned variant needs keep_layers")
+        return self
+
+
+Variant = Annotated[TfidfVariant | ProbeVariant | FinetuneVariant, Field(discriminator="kind")]
+ENCODER_VARIANTS = (ProbeVariant, FinetuneVariant)
 
 
 class PromotionConfig(Strict):
@@ -128,13 +176,13 @@ class Params(Strict):
         unknown = sorted(
             f"variants.{name}.model='{v.model}'"
             for name, v in self.variants.items()
-            if isinstance(v, ProbeVariant) and v.model not in self.models
+            if isinstance(v, ENCODER_VARIANTS) and v.model not in self.models
         )
         if unknown:
             raise ValueError(f"unknown model in {', '.join(unknown)} (declared models: {sorted(self.models)})")
         return self
 
-    def variant(self, name: str) -> TfidfVariant | ProbeVariant:
+    def variant(self, name: str) -> TfidfVariant | ProbeVariant | FinetuneVariant:
         if name not in self.variants:
             raise ConfigError(f"unknown variant '{name}' (declared: {', '.join(sorted(self.variants))})")
         return self.variants[name]
@@ -145,7 +193,7 @@ def _describe(err: Any) -> str:
     if err["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
     if err["type"] == "union_tag_invalid":
-        return f"{where}: unknown kind {err['input'].get('kind')!r} (allowed: tfidf-logreg, probe)"
+        return f"{where}: unknown kind {err['input'].get('kind')!r} (allowed: tfidf-logreg, probe, full, lora, pruned)"
     return f"{where or '<top>'}: {err['msg']}"
 
 

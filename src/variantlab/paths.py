@@ -6,7 +6,7 @@ from pathlib import Path
 
 RAW = Path("data/raw/sentences.parquet")
 PREPARED_DIR = Path("data/prepared")
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "extra")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 MODELS_DIR = Path("models")

@@ -12,14 +12,12 @@ from tests.helpers import clean_env, copy_project, run
 
 pytestmark = pytest.mark.e2e
 
+VARIANTS = ["tfidf-logreg", "minilm-probe", "minilm-full", "minilm-lora", "minilm-pruned", "minilm-full-more-data"]
 STAGES = [
     "ingest",
     "validate",
     "prepare",
-    "train:tfidf-logreg",
-    "train:minilm-probe",
-    "evaluate:tfidf-logreg",
-    "evaluate:minilm-probe",
+    *(f"{stage}:{v}" for stage in ("train", "evaluate") for v in VARIANTS),
     "compare",
     "promote",
 ]
@@ -41,7 +39,7 @@ texts = ["I absolutely love this, what a wonderful and delightful film!",
          "This is terrible. I hate it, the worst purchase I have ever made.",
          "The committee meets on Tuesday."]
 out["champion_predictions"] = [str(p) for p in champion.predict(__import__("pandas").DataFrame({"text": texts}))]
-for variant in ("tfidf-logreg", "minilm-probe"):
+for variant in sys.argv[2].split(","):
     local = mlflow.pyfunc.load_model(f"models/{variant}")
     out[variant] = [str(p) for p in local.predict(__import__("pandas").DataFrame({"text": texts[:2]}))]
 print(json.dumps(out))
@@ -55,7 +53,9 @@ def test_default_pipeline_end_to_end(tmp_path: Path) -> None:
     assert "Champion: variantlab-sentiment@champion = version 1" in first.stdout
 
     board = pd.read_csv(project / "reports/leaderboard.csv")
-    assert set(board["variant"]) == {"tfidf-logreg", "minilm-probe"}
+    assert set(board["variant"]) == set(VARIANTS)
+    costs = {"trainable_params", "total_params", "train_time_s", "model_size_mb", "peak_rss_mb", "latency_ms_p50"}
+    assert costs <= set(board.columns)
     assert board["macro_f1"].iloc[0] > 0.55  # a floor a broken model or label mix-up would not reach
     assert {c for c in board.columns if c.startswith("macro_f1@")} == {
         "macro_f1@tweets",
@@ -68,7 +68,7 @@ def test_default_pipeline_end_to_end(tmp_path: Path) -> None:
     assert json.loads((project / "reports/promotion.json").read_text())["promote"] is True
 
     env = clean_env(MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
-    state = run(project, "-c", INSPECT, f"sqlite:///{project / 'mlflow.db'}", env=env)
+    state = run(project, "-c", INSPECT, f"sqlite:///{project / 'mlflow.db'}", ",".join(VARIANTS), env=env)
     assert state.returncode == 0, state.stderr[-3000:]
     found = json.loads(state.stdout.strip().splitlines()[-1])
     (parent,) = found["parents"]
@@ -77,7 +77,8 @@ def test_default_pipeline_end_to_end(tmp_path: Path) -> None:
     assert {status for _, status in parent["children"]} == {"FINISHED"}
     assert {"leaderboard.md", "leaderboard.csv", "params.yaml"} <= set(parent["artifacts"])
     assert found["champion_predictions"][:2] == ["positive", "negative"]
-    assert found["minilm-probe"] == ["positive", "negative"]
+    for variant in VARIANTS[1:]:  # every open-model variant gets the obvious cases right
+        assert found[variant] == ["positive", "negative"], variant
     assert set(found["tfidf-logreg"]) <= {"negative", "neutral", "positive"}
 
     stamps = {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*") if p.is_file()}
@@ -87,6 +88,8 @@ def test_default_pipeline_end_to_end(tmp_path: Path) -> None:
     assert "Running stage" not in second.stdout + second.stderr
     assert stamps == {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*") if p.is_file()}
     after = json.loads(
-        run(project, "-c", INSPECT, f"sqlite:///{project / 'mlflow.db'}", env=env).stdout.splitlines()[-1]
+        run(
+            project, "-c", INSPECT, f"sqlite:///{project / 'mlflow.db'}", ",".join(VARIANTS), env=env
+        ).stdout.splitlines()[-1]
     )
     assert after["runs"] == found["runs"]  # a no-op repro starts no MLflow run

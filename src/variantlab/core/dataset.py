@@ -36,10 +36,12 @@ def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
     split = assign_splits(frame, params.split.test_fraction, params.split.val_fraction, params.split.salt)
     full = {name: frame[split == name] for name in ("train", "val", "test")}
     check_leakage(full)
+    held = {name: full[name]["domain"].isin(params.split.holdout_domains) for name in ("train", "val")}
     splits = {
-        "train": stratified_subsample(full["train"], params.split.train_subsample, params.project.seed),
-        "val": stratified_subsample(full["val"], params.split.val_subsample, params.project.seed),
-        "test": full["test"].sort_values("id"),  # the test set is never subsampled
+        "train": stratified_subsample(full["train"][~held["train"]], params.split.train_subsample, params.project.seed),
+        "val": stratified_subsample(full["val"][~held["val"]], params.split.val_subsample, params.project.seed),
+        "test": full["test"].sort_values("id"),  # the test set is never subsampled and keeps every domain
+        "extra": full["train"][held["train"]].sort_values("id"),  # for a more-data variant
     }
     splits = {name: part[SPLIT_COLUMNS].reset_index(drop=True) for name, part in splits.items()}
     stats: dict[str, Any] = {

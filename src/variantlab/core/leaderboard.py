@@ -27,6 +27,10 @@ def build_leaderboard(
                 "n_train": tr.get("n_train"),
                 "train_time_s": tr.get("train_time_s"),
                 "trainable_params": tr.get("trainable_params"),
+                "total_params": tr.get("total_params"),
+                "model_size_mb": tr.get("model_size_mb"),
+                "peak_rss_mb": tr.get("peak_rss_mb"),
+                "latency_ms_p50": ev.get("latency_ms_p50"),
                 "predict_per_s": ev.get("predict_per_s"),
                 "evaluate_run_id": ev.get("mlflow_run_id"),
             }

@@ -14,7 +14,7 @@ import pandas as pd
 from variantlab.io.files import atomic_dir
 from variantlab.io.zoo import ResolvedModel
 
-PROBE_CODE = Path(__file__).with_name("probe_model.py")
+ENCODER_CODE = Path(__file__).with_name("encoder_model.py")
 SKLEARN_CODE = Path(__file__).with_name("sklearn_model.py")
 ENCODER_FILES = (
     "config.json",
@@ -57,30 +57,51 @@ def sklearn_model_kwargs(pipeline: Any, workdir: Path, example: pd.DataFrame) ->
     }
 
 
-def stage_probe_artifacts(
-    workdir: Path, model: ResolvedModel, head: dict[str, np.ndarray], meta: dict[str, Any]
+def stage_encoder_artifacts(
+    workdir: Path,
+    *,
+    head: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    base: ResolvedModel | None = None,
+    encoder: Any = None,
+    tokenizer: Any = None,
 ) -> dict[str, str]:
-    """Lay out the probe's artifacts (encoder files, head, metadata) in ``workdir``."""
+    """Lay out an encoder variant's artifacts in ``workdir``.
+
+    ``base`` alone: the frozen base model's files are bundled (probe). ``encoder`` + ``tokenizer``: the trained
+    encoder is saved with ``save_pretrained`` (safetensors); a PEFT model saves only its adapter.
+    """
     from safetensors.numpy import save_file
 
-    encoder = workdir / "encoder"
-    encoder.mkdir(parents=True)
-    for name in ENCODER_FILES:
-        if (model.directory / name).is_file():
-            shutil.copy2(model.directory / name, encoder / name)
-    save_file(head, str(workdir / "head.safetensors"))
-    (workdir / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    return {"encoder": str(encoder), "head": str(workdir / "head.safetensors"), "meta": str(workdir / "meta.json")}
+    workdir.mkdir(parents=True, exist_ok=True)
+    artifacts = {"head": str(workdir / "head.safetensors"), "meta": str(workdir / "meta.json")}
+    if encoder is not None and hasattr(encoder, "peft_config"):
+        encoder.save_pretrained(str(workdir / "adapter"), safe_serialization=True)
+        artifacts["adapter"] = str(workdir / "adapter")
+    elif encoder is not None:
+        encoder.save_pretrained(str(workdir / "encoder"), safe_serialization=True)
+        tokenizer.save_pretrained(str(workdir / "encoder"))
+        artifacts["encoder"] = str(workdir / "encoder")
+    else:
+        assert base is not None
+        (workdir / "encoder").mkdir()
+        for name in ENCODER_FILES:
+            if (base.directory / name).is_file():
+                shutil.copy2(base.directory / name, workdir / "encoder" / name)
+        artifacts["encoder"] = str(workdir / "encoder")
+    save_file(head, artifacts["head"])
+    Path(artifacts["meta"]).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return artifacts
 
 
-def probe_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame) -> dict[str, Any]:
+def encoder_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame) -> dict[str, Any]:
     return {
-        "python_model": str(PROBE_CODE),
+        "python_model": str(ENCODER_CODE),
         "artifacts": artifacts,
         "code_paths": [str(Path(__file__).resolve().parents[1])],
         "signature": signature_for(example),
         "input_example": example,
-        "pip_requirements": _pins("mlflow", "torch", "transformers", "safetensors", "numpy", "pandas", "tqdm"),
+        "pip_requirements": _pins("mlflow", "torch", "transformers", "peft", "safetensors", "numpy", "pandas", "tqdm"),
     }
 
 

@@ -5,9 +5,29 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from variantlab import paths
 from variantlab.console import guarded, info
+
+LATENCY_SAMPLES = 30
+
+
+def batch_one_latency_ms(model: Any, texts: list[str]) -> dict[str, float]:
+    """Median and 95th percentile of single-sentence predictions, after one warm-up call."""
+    import numpy as np
+    import pandas as pd
+
+    model.predict(pd.DataFrame({"text": texts[:1]}))
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        model.predict(pd.DataFrame({"text": [text]}))
+        times.append((time.perf_counter() - started) * 1000)
+    return {
+        "latency_ms_p50": round(float(np.percentile(times, 50)), 2),
+        "latency_ms_p95": round(float(np.percentile(times, 95)), 2),
+    }
 
 
 def run(argv: Sequence[str] | None) -> int:
@@ -44,6 +64,7 @@ def run(argv: Sequence[str] | None) -> int:
         started = time.perf_counter()
         pred = pd.Series(model.predict(test[["text"]]), index=test.index).astype(str)
         elapsed = time.perf_counter() - started
+        latency = batch_one_latency_ms(model, test["text"].head(LATENCY_SAMPLES).tolist())
         metrics = classification_metrics(test["label"], pred, test["domain"])
         confusion = confusion_frame(test["label"], pred)
         write_parquet(
@@ -65,6 +86,7 @@ def run(argv: Sequence[str] | None) -> int:
             "variant": ctx.variant,
             "predict_seconds": round(elapsed, 3),
             "predict_per_s": round(len(test) / elapsed, 1),
+            **latency,
             "test_sha256": prepared["test_sha256"],
             "train_run_id": trained["mlflow_run_id"],
             "model_uri": trained["model_uri"],
@@ -75,6 +97,7 @@ def run(argv: Sequence[str] | None) -> int:
                 "accuracy": metrics["accuracy"],
                 "macro_f1": metrics["macro_f1"],
                 "predict_per_s": record["predict_per_s"],
+                **latency,
                 **{f"f1.{k}": v["f1"] for k, v in metrics["per_class"].items()},
                 **{f"macro_f1.{k}": v["macro_f1"] for k, v in metrics["per_domain"].items()},
             }

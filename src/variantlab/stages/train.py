@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -10,40 +15,77 @@ from pathlib import Path
 from typing import Any
 
 from variantlab import paths
-from variantlab.config import ProbeVariant, TfidfVariant
+from variantlab.config import LABELS, FinetuneVariant, ProbeVariant, TfidfVariant
 from variantlab.console import guarded, info
 from variantlab.stages.context import StageContext
 
+Trained = tuple[dict[str, Any], dict[str, Any]]  # (MLflow model kwargs, cost and training statistics)
+SCRATCH = Path(".variantlab")
 
-def _train_tfidf(
-    cfg: TfidfVariant, train: Any, ctx: StageContext, workdir: Path
-) -> tuple[dict[str, Any], dict[str, Any]]:
+
+def _training_frame(cfg: TfidfVariant | ProbeVariant | FinetuneVariant, ctx: StageContext) -> Any:
+    """The training split, capped at ``train_rows`` (stratified), plus the variant's extra data if any."""
+    import pandas as pd
+
+    from variantlab.core.preprocessing import clean_text, label_from_rating, stratified_subsample
+    from variantlab.errors import ConfigError
+    from variantlab.io.sources import read_user_file
+
+    train = stratified_subsample(
+        pd.read_parquet(ctx.path(paths.split_path("train"))), cfg.train_rows, ctx.params.project.seed
+    )
+    if cfg.extra_data is None:
+        return train
+    if cfg.extra_data == "holdout":
+        extra = pd.read_parquet(ctx.path(paths.split_path("extra")))
+        if extra.empty:
+            raise ConfigError(
+                "extra_data: holdout, but split.holdout_domains holds no training rows", file="params.yaml"
+            )
+    else:
+        extra = read_user_file(cfg.extra_data, ctx.root)
+        labels = ctx.params.labels
+        extra = extra.assign(
+            text=extra["text"].map(clean_text),
+            label=extra["label"].fillna(label_from_rating(extra["rating"], labels.negative_max, labels.positive_min)),
+        )
+    extra = stratified_subsample(extra, cfg.extra_rows, ctx.params.project.seed)
+    return pd.concat([train, extra[train.columns.intersection(extra.columns)]], ignore_index=True)
+
+
+def _train_tfidf(cfg: TfidfVariant, train: Any, ctx: StageContext, workdir: Path) -> Trained:
     from variantlab.core.baseline import tfidf_logreg
     from variantlab.io.models import sklearn_model_kwargs
 
     pipeline = tfidf_logreg(cfg, ctx.params.project.seed).fit(train[["text"]], train["label"].astype(str))
     coef = pipeline.named_steps["classifier"].coef_
-    stats = {"trainable_params": int(coef.size + coef.shape[0]), "vocabulary": int(coef.shape[1])}
+    size = int(coef.size + coef.shape[0])
+    stats = {"trainable_params": size, "total_params": size, "vocabulary": int(coef.shape[1])}
     return sklearn_model_kwargs(pipeline, workdir, train[["text"]].head(3)), stats
 
 
-def _train_probe(
-    cfg: ProbeVariant, train: Any, ctx: StageContext, workdir: Path
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _train_probe(cfg: ProbeVariant, train: Any, ctx: StageContext, workdir: Path) -> Trained:
     from variantlab.core.baseline import fit_linear_head
     from variantlab.core.embeddings import embed_texts
-    from variantlab.io.models import probe_model_kwargs, stage_probe_artifacts
+    from variantlab.io.embedding_cache import cache_key, cached_embeddings
+    from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
     from variantlab.io.zoo import load_encoder, resolve
 
     model = resolve(ctx.params.models[cfg.model], ctx.root)
     tokenizer, encoder = load_encoder(model)
-    embeddings = embed_texts(
-        encoder,
-        tokenizer,
-        train["text"].tolist(),
-        batch_size=cfg.batch_size,
-        max_length=cfg.max_length,
-        progress=f"embed train ({ctx.variant})",
+    texts = train["text"].tolist()
+    key = cache_key(model.entry.sha256, texts, max_length=cfg.max_length, normalize=True)
+    embeddings, hit = cached_embeddings(
+        ctx.path(SCRATCH / "embeddings"),
+        key,
+        lambda: embed_texts(
+            encoder,
+            tokenizer,
+            texts,
+            batch_size=cfg.batch_size,
+            max_length=cfg.max_length,
+            progress=f"embed train ({ctx.variant})",
+        ),
     )
     weight, bias, classes = fit_linear_head(
         embeddings, train["label"].astype(str).to_numpy(), C=cfg.C, max_iter=cfg.max_iter, seed=ctx.params.project.seed
@@ -52,21 +94,135 @@ def _train_probe(
         "classes": classes,
         "batch_size": cfg.batch_size,
         "max_length": cfg.max_length,
+        "normalize": True,
         "base_model": model.entry.source,
         "base_sha256": model.entry.sha256,
     }
-    artifacts = stage_probe_artifacts(workdir, model, {"weight": weight, "bias": bias}, meta)
+    artifacts = stage_encoder_artifacts(workdir, head={"weight": weight, "bias": bias}, meta=meta, base=model)
+    total = sum(p.numel() for p in encoder.parameters()) + weight.size + bias.size
     stats = {
         "trainable_params": int(weight.size + bias.size),
-        "total_params": int(sum(p.numel() for p in encoder.parameters()) + weight.size + bias.size),
+        "total_params": int(total),
         "base_model": model.entry.source,
+        "embedding_cache_hit": hit,
     }
-    return probe_model_kwargs(artifacts, train[["text"]].head(3)), stats
+    return encoder_model_kwargs(artifacts, train[["text"]].head(3)), stats
+
+
+def _fingerprint(cfg: FinetuneVariant, train: Any, seed: int) -> str:
+    """Identifies what a checkpoint belongs to: resuming onto other params or data would be wrong."""
+    digest = hashlib.sha256(json.dumps(cfg.model_dump(), sort_keys=True).encode() + str(seed).encode())
+    digest.update("\n".join(train["id"].astype(str)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir: Path, resume: bool) -> Trained:
+    import mlflow
+    import pandas as pd
+    import torch
+
+    from variantlab.core.classifier import EncoderClassifier, add_lora, count_parameters, prune_layers
+    from variantlab.core.training import Encoded, LoopSettings, resolve_device, train_classifier
+    from variantlab.io.checkpoints import DirectoryCheckpointer
+    from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
+    from variantlab.io.zoo import load_encoder, resolve
+
+    model = resolve(ctx.params.models[cfg.model], ctx.root)
+    tokenizer, encoder = load_encoder(model)
+    if cfg.kind == "pruned":
+        encoder = prune_layers(encoder, cfg.keep_layers or 1)
+    if cfg.kind == "lora":
+        encoder = add_lora(
+            encoder,
+            rank=cfg.lora.rank,
+            alpha=cfg.lora.alpha,
+            dropout=cfg.lora.dropout,
+            target_modules=cfg.lora.target_modules,
+        )
+    torch.manual_seed(ctx.params.project.seed)
+    classifier = EncoderClassifier(encoder, len(LABELS), dropout=cfg.dropout)
+
+    def encode(frame: Any) -> Encoded:
+        ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=cfg.max_length)["input_ids"]
+        return Encoded(ids, frame["label"].map(LABELS.index).to_numpy())
+
+    val = pd.read_parquet(ctx.path(paths.split_path("val")))
+    device = resolve_device(cfg.device)
+    settings = LoopSettings(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        grad_accum=cfg.grad_accum,
+        patience=cfg.patience,
+        seed=ctx.params.project.seed,
+        device=device,
+        bf16=cfg.bf16,
+        compile=cfg.compile,
+        checkpoint_every=cfg.checkpoint_every,
+        max_steps=cfg.max_steps,
+    )
+    store_dir = ctx.path(SCRATCH / "checkpoints" / f"{ctx.variant}-{_fingerprint(cfg, train, settings.seed)}")
+    store = DirectoryCheckpointer(store_dir)
+    if resume and store.exists():
+        info(f"train@{ctx.variant}: resuming from {store_dir}")
+
+    def log_step(state: Any, loss: float) -> None:
+        if state.step % 10 == 0:
+            mlflow.log_metric("train_loss", loss, step=state.step)
+
+    state = train_classifier(
+        classifier,
+        encode(train),
+        encode(val),
+        settings,
+        pad_id=tokenizer.pad_token_id or 0,
+        checkpoints=store if cfg.checkpoint_every else None,
+        resume=resume,
+        on_step=log_step,
+        progress=f"train {ctx.variant}",
+    )
+    for row in state.history:
+        mlflow.log_metrics(
+            {"epoch_train_loss": row["train_loss"], "val_macro_f1": row["val_macro_f1"]}, step=int(row["epoch"])
+        )
+    head = {
+        "weight": classifier.head.weight.detach().cpu().numpy(),
+        "bias": classifier.head.bias.detach().cpu().numpy(),
+    }
+    meta = {
+        "classes": list(LABELS),
+        "batch_size": 64,
+        "max_length": cfg.max_length,
+        "normalize": False,
+        "base_model": model.entry.source,
+        "base_sha256": model.entry.sha256,
+        "strategy": cfg.kind,
+    }
+    artifacts = stage_encoder_artifacts(workdir, head=head, meta=meta, encoder=classifier.encoder, tokenizer=tokenizer)
+    trainable, total = count_parameters(classifier)
+    stats = {
+        "trainable_params": trainable,
+        "total_params": total,
+        "base_model": model.entry.source,
+        "epochs_run": state.epoch,
+        "optimizer_steps": state.step,
+        "best_val_macro_f1": state.best_score,
+        "train_samples_per_s": round(state.samples / max(state.seconds, 1e-9), 2),
+        "device": device,
+    }
+    if device == "cuda":
+        stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return encoder_model_kwargs(artifacts, train[["text"]].head(3)), stats
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
 def run(argv: Sequence[str] | None) -> int:
     import mlflow
-    import pandas as pd
     import torch
 
     from variantlab.io.files import md5_file, write_json
@@ -74,12 +230,17 @@ def run(argv: Sequence[str] | None) -> int:
     from variantlab.io.tracking import flatten, log_dvc_inputs, log_frame_input, stage_run
     from variantlab.stages.context import parse_stage_args
 
-    ctx = parse_stage_args("Train one variant.", argv, variant=True)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--resume", action="store_true", help="continue from this variant's last checkpoint")
+    known, rest = parser.parse_known_args(argv)
+    resume = known.resume or os.environ.get("VARIANTLAB_RESUME", "") not in ("", "0")
+    ctx = parse_stage_args("Train one variant.", rest, variant=True)
     assert ctx.variant is not None
     cfg = ctx.params.variant(ctx.variant)
     torch.manual_seed(ctx.params.project.seed)
     train_file = ctx.path(paths.split_path("train"))
-    train = pd.read_parquet(train_file)
+    train = _training_frame(cfg, ctx)
+    out_dir = ctx.path(paths.model_dir(ctx.variant))
     with (
         stage_run(
             "train", root=ctx.root, project=ctx.params.project.name, variant=ctx.variant, system_metrics=True
@@ -90,25 +251,32 @@ def run(argv: Sequence[str] | None) -> int:
         mlflow.log_params(flatten({"variant": cfg.model_dump(), "seed": ctx.params.project.seed}))
         log_dvc_inputs({"train": train_file})
         log_frame_input(
-            train, name="train-split", source=paths.split_path("train"), digest=md5_file(train_file), context="training"
+            train, name="train-data", source=paths.split_path("train"), digest=md5_file(train_file), context="training"
         )
         started = time.perf_counter()
-        trainer = _train_tfidf if isinstance(cfg, TfidfVariant) else _train_probe
-        kwargs, stats = trainer(cfg, train, ctx, Path(tmp))  # type: ignore[arg-type]
+        if isinstance(cfg, TfidfVariant):
+            kwargs, stats = _train_tfidf(cfg, train, ctx, Path(tmp))
+        elif isinstance(cfg, ProbeVariant):
+            kwargs, stats = _train_probe(cfg, train, ctx, Path(tmp))
+        else:
+            kwargs, stats = _train_finetune(cfg, train, ctx, Path(tmp), resume)
         train_time = time.perf_counter() - started
-        model_uri = save_and_log(kwargs, ctx.path(paths.model_dir(ctx.variant)))
-        size = sum(f.stat().st_size for f in ctx.path(paths.model_dir(ctx.variant)).rglob("*") if f.is_file())
+        model_uri = save_and_log(kwargs, out_dir)
+        size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
         record = {
             "variant": ctx.variant,
             "kind": cfg.kind,
             "n_train": len(train),
             "train_time_s": round(train_time, 3),
-            "model_size_bytes": size,
+            "model_size_mb": round(size / 2**20, 2),
+            "peak_rss_mb": _peak_rss_mb(),
             **stats,
             "model_uri": model_uri,
             "mlflow_run_id": run.info.run_id,
         }
-        mlflow.log_metrics({k: float(v) for k, v in record.items() if isinstance(v, int | float)})
+        mlflow.log_metrics(
+            {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        )
         write_json(ctx.path(paths.train_metrics(ctx.variant)), record)
     info(f"train@{ctx.variant}: {cfg.kind} on {len(train)} sentences in {train_time:.1f}s -> {model_uri}")
     return 0

@@ -1,0 +1,258 @@
+"""The fine-tuning loop: small enough to read in one screen, fast where it matters on CPU and GPU.
+
+Pre-tokenised inputs, dynamic padding, length-grouped batches, AdamW with linear warm-up and decay, gradient
+accumulation, validation each epoch with early stopping, bf16 autocast and TF32 on CUDA, optional
+torch.compile, checkpoints every N optimizer steps that resume bit-for-bit on CPU, DDP when launched that way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from sklearn.metrics import f1_score
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_accum: int = 1
+    patience: int = 1
+    seed: int = 42
+    device: str = "cpu"
+    bf16: bool = False
+    compile: bool = False
+    checkpoint_every: int = 0
+    max_steps: int | None = None
+
+
+@dataclass
+class Encoded:
+    """Token ids (unpadded) and integer labels."""
+
+    ids: list[list[int]]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_score: float = -1.0
+    bad_epochs: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Checkpointer(Protocol):
+    def exists(self) -> bool: ...
+    def save(
+        self, model: dict[str, torch.Tensor], best: dict[str, torch.Tensor] | None, trainer: dict[str, Any]
+    ) -> None: ...
+    def load(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, dict[str, Any]]: ...
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA device is available")
+    return requested
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, megabatch: int = 50) -> list[list[int]]:
+    """Shuffle, then sort within mega-batches by length: batches pad little yet still vary between epochs."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(lengths))
+    batches: list[list[int]] = []
+    for start in range(0, len(perm), megabatch * batch_size):
+        chunk = perm[start : start + megabatch * batch_size]
+        chunk = chunk[np.argsort([-lengths[i] for i in chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def pad_batch(ids: list[list[int]], index: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic padding: to the longest sequence of this batch only."""
+    width = max(len(ids[i]) for i in index)
+    input_ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(index), width), dtype=torch.long)
+    for row, i in enumerate(index):
+        input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+        mask[row, : len(ids[i])] = 1
+    return input_ids, mask
+
+
+def _optimizer(model: nn.Module, s: LoopSettings, fused: bool) -> torch.optim.AdamW:
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=s.lr, fused=fused)
+
+
+def _schedule(total: int, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def predict_logits(model: nn.Module, data: Encoded, *, batch_size: int, pad_id: int, device: str) -> np.ndarray:
+    """Logits in input order; batches of similar length for speed."""
+    order = np.argsort([len(x) for x in data.ids], kind="stable")
+    out: np.ndarray | None = None
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size].tolist()
+            input_ids, mask = pad_batch(data.ids, index, pad_id)
+            logits = model(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+            if out is None:
+                out = np.zeros((len(data), logits.shape[1]), dtype=np.float32)
+            out[index] = logits
+    model.train()
+    assert out is not None
+    return out
+
+
+def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def train_classifier(
+    model: nn.Module,
+    train: Encoded,
+    val: Encoded,
+    s: LoopSettings,
+    *,
+    pad_id: int,
+    checkpoints: Checkpointer | None = None,
+    resume: bool = False,
+    on_step: Callable[[LoopState, float], None] | None = None,
+    progress: str | None = None,
+) -> LoopState:
+    """Train in place; returns the final state. ``on_step(state, loss)`` sees every optimizer step."""
+    import time
+
+    torch.manual_seed(s.seed)
+    device = torch.device(s.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    model.to(device)
+    optimizer = _optimizer(model, s, fused=device.type == "cuda")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    lengths = [len(x) for x in train.ids]
+    per_epoch = math.ceil(math.ceil(len(length_grouped_batches(lengths, s.batch_size, s.seed)) / world) / s.grad_accum)
+    total = min(s.max_steps or 10**12, s.epochs * per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, int(s.warmup_ratio * total)))
+    state, best = LoopState(), None
+    if resume and checkpoints is not None and checkpoints.exists():
+        weights, best, trainer = checkpoints.load()
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(trainer["optimizer"])
+        scheduler.load_state_dict(trainer["scheduler"])
+        torch.set_rng_state(trainer["rng"])
+        state = LoopState(**trainer["state"])
+    wrapped: nn.Module = model
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    step_model = torch.compile(wrapped) if s.compile else wrapped
+    labels = torch.tensor(train.labels, dtype=torch.long)
+
+    def checkpoint() -> None:
+        if checkpoints is not None and rank == 0:
+            trainer = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "state": asdict(state),
+            }
+            checkpoints.save(_state_dict(model), best, trainer)
+
+    while state.epoch < s.epochs and state.step < total:
+        batches = length_grouped_batches(lengths, s.batch_size, s.seed + state.epoch)[rank::world]
+        loss_sum, seen = torch.zeros((), device=device), 0
+        started = time.perf_counter()
+        bar = tqdm(
+            total=len(batches),
+            initial=state.batch_in_epoch,
+            desc=f"{progress or 'train'} epoch {state.epoch + 1}",
+            disable=None if progress else True,
+            unit="batch",
+            leave=False,
+        )
+        for b in range(state.batch_in_epoch, len(batches)):
+            index = batches[b]
+            input_ids, mask = pad_batch(train.ids, index, pad_id)
+            with torch.autocast(
+                device_type=device.type, dtype=torch.bfloat16, enabled=s.bf16 and device.type == "cuda"
+            ):
+                logits = step_model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+            loss = nn.functional.cross_entropy(logits.float(), labels[index].to(device)) / s.grad_accum
+            loss.backward()
+            loss_sum += loss.detach()  # no .item() per step: it would sync the GPU every batch
+            seen += len(index)
+            bar.update(1)
+            if (b + 1) % s.grad_accum and b + 1 != len(batches):
+                continue
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.batch_in_epoch = b + 1
+            if on_step is not None:
+                on_step(state, float(loss.detach()) * s.grad_accum)
+            if s.checkpoint_every and state.step % s.checkpoint_every == 0:
+                checkpoint()
+            if state.step >= total:
+                break
+        bar.close()
+        state.samples += seen
+        state.seconds += time.perf_counter() - started
+        val_pred = predict_logits(model, val, batch_size=max(64, s.batch_size), pad_id=pad_id, device=s.device).argmax(
+            1
+        )
+        score = float(f1_score(val.labels, val_pred, average="macro"))
+        state.history.append(
+            {
+                "epoch": state.epoch + 1,
+                "train_loss": float(loss_sum) * s.grad_accum / max(1, len(batches)),
+                "val_macro_f1": score,
+            }
+        )
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        if score > state.best_score:
+            state.best_score, state.bad_epochs, best = score, 0, _state_dict(model)
+        else:
+            state.bad_epochs += 1
+        checkpoint()
+        if state.bad_epochs >= s.patience:
+            break
+    if best is not None:
+        model.load_state_dict(best)
+    return state

@@ -1,0 +1,73 @@
+"""MLflow models-from-code definition of every encoder variant (probe, full, pruned, LoRA). No pickles.
+
+MLflow copies this file into the logged model and executes it on load. Artifacts next to it:
+``encoder/`` (tokenizer + safetensors weights) for the probe and fine-tuned encoders, or, for LoRA,
+``adapter/`` (safetensors) plus a reference to the pinned base model in ``meta.json``; and ``head.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+
+class EncoderClassifierModel(PythonModel):
+    """``predict(DataFrame[text]) -> labels``; ``params={"output": "proba"}`` returns class probabilities."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        import torch
+        from safetensors.numpy import load_file
+
+        with open(context.artifacts["meta"], encoding="utf-8") as fh:
+            self.meta = json.load(fh)
+        self.tokenizer, self.encoder = self._load_encoder(context.artifacts)
+        self.encoder.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+        head = load_file(context.artifacts["head"])
+        self.weight, self.bias = head["weight"], head["bias"]
+
+    def _load_encoder(self, artifacts: dict[str, str]) -> tuple[Any, Any]:
+        from transformers import AutoModel, AutoTokenizer
+
+        if "encoder" in artifacts:
+            path = artifacts["encoder"]
+            return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path, use_safetensors=True)
+        # LoRA: the pinned base (hash-checked by the zoo) plus this model's adapter, never a merged copy.
+        from peft import PeftModel
+
+        from variantlab.config import ModelEntry
+        from variantlab.io.zoo import load_encoder, resolve
+
+        base = resolve(ModelEntry(source=self.meta["base_model"], sha256=self.meta["base_sha256"]), Path.cwd())
+        tokenizer, encoder = load_encoder(base)
+        return tokenizer, PeftModel.from_pretrained(encoder, artifacts["adapter"])
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        from variantlab.core.embeddings import embed_texts, softmax_head
+
+        embeddings = embed_texts(
+            self.encoder,
+            self.tokenizer,
+            texts,
+            batch_size=self.meta["batch_size"],
+            max_length=self.meta["max_length"],
+            normalize=self.meta.get("normalize", True),
+            progress="predict",
+        )
+        return softmax_head(embeddings, self.weight, self.bias)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        texts = [str(t) for t in model_input["text"]]
+        proba = self.predict_proba(texts)
+        classes = self.meta["classes"]
+        if (params or {}).get("output") == "proba":
+            return pd.DataFrame(proba, columns=classes)
+        return np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+
+
+mlflow.models.set_model(EncoderClassifierModel())
