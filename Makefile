@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup fetch run test test-fast lint format ui lock clean
+.PHONY: help setup fetch run test test-fast lint format bench ui lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,13 +39,16 @@ test-fast: setup  ## everything but the end-to-end run of the default pipeline
 	$(BIN)/python -m pytest -m "not e2e"
 
 lint: $(STAMP)  ## ruff, ruff format --check, mypy
-	$(BIN)/ruff check src tests pipelines
-	$(BIN)/ruff format --check src tests pipelines
-	$(BIN)/mypy src pipelines
+	$(BIN)/ruff check src tests pipelines benchmarks
+	$(BIN)/ruff format --check src tests pipelines benchmarks
+	$(BIN)/mypy src pipelines benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests pipelines
-	$(BIN)/ruff format src tests pipelines
+	$(BIN)/ruff check --fix src tests pipelines benchmarks
+	$(BIN)/ruff format src tests pipelines benchmarks
+
+bench: $(STAMP)  ## side-by-side benchmarks, JSON under reports/bench/
+	$(BIN)/python benchmarks/bench_train.py
 
 ui: $(STAMP)  ## open the MLflow UI on the default store (http://127.0.0.1:5000)
 	$(BIN)/variantlab ui

@@ -124,6 +124,15 @@ def tiny_project(
     if model_dir is not None:
         update["models"] = {"__replace__": True, "tiny": {"source": f"path:{model_dir}", "sha256": model_sha}}
         variants["tiny-probe"] = {"kind": "probe", "model": "tiny", "max_length": 16, "batch_size": 16, "C": 1.0}
+        variants["tiny-lora"] = {
+            "kind": "lora",
+            "model": "tiny",
+            "max_length": 16,
+            "batch_size": 16,
+            "lr": 1e-2,
+            "epochs": 2,
+            "lora": {"rank": 4, "alpha": 8, "target_modules": ["query", "value"]},
+        }
     copy_project(target, deep_update(update, extra or {}))
     (data if data is not None else tiny_sentences()).to_csv(target / "data/external/tiny.csv", index=False)
     subprocess.run(["git", "add", "-A"], cwd=target, check=True)

@@ -161,7 +161,16 @@ class PromotionConfig(Strict):
     min_improvement: float = Field(0.0, ge=0)
 
 
+class ProfileOverrides(Strict):
+    """What a profile changes: split settings, and settings of every fine-tuning variant."""
+
+    split: dict[str, Any] = Field(default_factory=dict)
+    finetune: dict[str, Any] = Field(default_factory=dict)
+
+
 class Params(Strict):
+    profile: str = "cpu"
+    profiles: dict[str, ProfileOverrides] = Field(default_factory=dict)
     project: ProjectConfig = ProjectConfig()
     data: DataConfig
     labels: LabelConfig = LabelConfig()
@@ -197,12 +206,39 @@ def _describe(err: Any) -> str:
     return f"{where or '<top>'}: {err['msg']}"
 
 
+FINETUNE_KINDS = ("full", "lora", "pruned")
+
+
+def apply_profile(raw: dict[str, Any], file: str) -> dict[str, Any]:
+    """Overlay the selected profile (``profile: gpu``) on the rest of the file: one switch, no copies."""
+    name = raw.get("profile", "cpu")
+    profiles = raw.get("profiles") or {}
+    if name not in profiles:
+        if name == "cpu":
+            return raw
+        raise ConfigError(f"unknown profile '{name}' (declared: {', '.join(sorted(profiles)) or 'none'})", file=file)
+    overrides = profiles[name] or {}
+    if not isinstance(overrides, dict):
+        return raw  # reported by validation
+    out = dict(raw)
+    if isinstance(out.get("split"), dict):
+        out["split"] = {**out["split"], **(overrides.get("split") or {})}
+    if isinstance(out.get("variants"), dict):
+        out["variants"] = {
+            key: {**v, **(overrides.get("finetune") or {})}
+            if isinstance(v, dict) and v.get("kind") in FINETUNE_KINDS
+            else v
+            for key, v in out["variants"].items()
+        }
+    return out
+
+
 def parse_params(raw: Any, *, file: str = "params.yaml") -> Params:
     """Validate an already-loaded mapping; every problem is reported in one ConfigError."""
     if not isinstance(raw, dict):
         raise ConfigError("must be a YAML mapping", file=file)
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(apply_profile(raw, file))
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())
         raise ConfigError(problems, file=file) from None

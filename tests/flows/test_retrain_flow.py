@@ -45,14 +45,12 @@ def test_flow_runs_each_stage_as_a_task_and_reuses_on_rerun(
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     project = tiny_project(tmp_path / "p", *tiny_bert)
+    variants = ["tfidf-logreg", "tiny-probe", "tiny-lora"]
     stages = [
         "ingest",
         "validate",
         "prepare",
-        "train@tfidf-logreg",
-        "train@tiny-probe",
-        "evaluate@tfidf-logreg",
-        "evaluate@tiny-probe",
+        *(f"{s}@{v}" for s in ("train", "evaluate") for v in variants),
         "compare",
         "promote",
     ]

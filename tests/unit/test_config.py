@@ -54,6 +54,20 @@ def test_pruned_variant_needs_keep_layers() -> None:
         parse_params(raw)
 
 
+def test_gpu_profile_is_one_switch() -> None:
+    raw = shipped()
+    cpu = parse_params(raw)
+    raw["profile"] = "gpu"
+    gpu = parse_params(raw)
+    assert cpu.split.train_subsample == 4000 and gpu.split.train_subsample is None
+    full = gpu.variants["minilm-full"]
+    assert full.kind == "full" and full.device == "cuda" and full.train_rows is None and full.max_length == 128
+    assert gpu.variants["tfidf-logreg"] == cpu.variants["tfidf-logreg"]  # only fine-tuning variants change
+    raw["profile"] = "tpu"
+    with pytest.raises(ConfigError, match="unknown profile 'tpu'"):
+        parse_params(raw)
+
+
 def test_label_thresholds_must_be_ordered() -> None:
     raw = shipped()
     raw["labels"] = {"negative_max": 1.0, "positive_min": 0.5}

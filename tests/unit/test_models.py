@@ -160,3 +160,22 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
         np.testing.assert_allclose(loaded, expected, atol=1e-5)
     assert not list((tmp_path / "model").rglob("*.pkl"))
     assert not list((tmp_path / "model").rglob("*.bin"))
+
+
+def test_embedding_cache_hits_only_for_the_same_model_and_data(tmp_path: Path) -> None:
+    from variantlab.io.embedding_cache import cache_key, cached_embeddings
+
+    calls = []
+
+    def compute() -> np.ndarray:
+        calls.append(1)
+        return np.arange(6, dtype=np.float32).reshape(2, 3)
+
+    key = cache_key("a" * 64, ["x", "y"], max_length=16, normalize=True)
+    first, hit1 = cached_embeddings(tmp_path, key, compute)
+    second, hit2 = cached_embeddings(tmp_path, key, compute)
+    assert (hit1, hit2, len(calls)) == (False, True, 1)
+    np.testing.assert_array_equal(first, second)
+    assert key != cache_key("b" * 64, ["x", "y"], max_length=16, normalize=True)  # another model
+    assert key != cache_key("a" * 64, ["x", "z"], max_length=16, normalize=True)  # other data
+    assert key != cache_key("a" * 64, ["x", "y"], max_length=32, normalize=True)  # other encoding

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -183,6 +184,8 @@ def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir
         on_step=log_step,
         progress=f"train {ctx.variant}",
     )
+    if store_dir.exists():  # finished: the model is the output now, the checkpoint only takes space
+        shutil.rmtree(store_dir)
     for row in state.history:
         mlflow.log_metrics(
             {"epoch_train_loss": row["train_loss"], "val_macro_f1": row["val_macro_f1"]}, step=int(row["epoch"])
