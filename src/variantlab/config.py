@@ -138,6 +138,7 @@ class FinetuneVariant(VariantBase):
     keep_layers: int | None = Field(None, ge=1)
     lora: LoraSettings = LoraSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    processes: int = Field(1, ge=1)  # > 1: the stage relaunches itself under torchrun (DDP; one per GPU)
     bf16: bool = True  # bf16 autocast, used on CUDA only
     compile: bool = False
     checkpoint_every: int = Field(0, ge=0)

@@ -179,3 +179,37 @@ def test_embedding_cache_hits_only_for_the_same_model_and_data(tmp_path: Path) -
     assert key != cache_key("b" * 64, ["x", "y"], max_length=16, normalize=True)  # another model
     assert key != cache_key("a" * 64, ["x", "z"], max_length=16, normalize=True)  # other data
     assert key != cache_key("a" * 64, ["x", "y"], max_length=32, normalize=True)  # other encoding
+
+
+def test_hub_entry_resolves_from_a_pinned_snapshot_offline(tiny_bert: tuple[Path, str], tmp_path: Path) -> None:
+    """hf:<id>@<revision> goes through huggingface_hub's real snapshot lookup (offline, on a cache we lay out)."""
+    import shutil
+
+    directory, sha = tiny_bert
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hub" / "models--tests--tiny-bert" / "snapshots" / revision
+    shutil.copytree(directory, snapshot)
+    script = (
+        "import sys; from pathlib import Path; from variantlab.config import ModelEntry; "
+        "from variantlab.io.zoo import resolve, load_encoder; "
+        "m = resolve(ModelEntry(source=sys.argv[1], sha256=sys.argv[2]), Path('.')); "
+        "load_encoder(m); print(m.directory)"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    ok = subprocess.run(
+        [sys.executable, "-c", script, f"hf:tests/tiny-bert@{revision}", sha],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.strip().endswith(revision)
+    missing = subprocess.run(
+        [sys.executable, "-c", script, f"hf:tests/tiny-bert@{'f' * 40}", sha],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode != 0 and "could not be fetched from the hub" in missing.stderr

@@ -18,6 +18,7 @@ from typing import Any
 from variantlab import paths
 from variantlab.config import LABELS, FinetuneVariant, ProbeVariant, TfidfVariant
 from variantlab.console import guarded, info
+from variantlab.errors import ConfigError
 from variantlab.stages.context import StageContext
 
 Trained = tuple[dict[str, Any], dict[str, Any]]  # (MLflow model kwargs, cost and training statistics)
@@ -29,7 +30,6 @@ def _training_frame(cfg: TfidfVariant | ProbeVariant | FinetuneVariant, ctx: Sta
     import pandas as pd
 
     from variantlab.core.preprocessing import clean_text, label_from_rating, stratified_subsample
-    from variantlab.errors import ConfigError
     from variantlab.io.sources import read_user_file
 
     train = stratified_subsample(
@@ -117,6 +117,43 @@ def _fingerprint(cfg: FinetuneVariant, train: Any, seed: int) -> str:
     return digest.hexdigest()[:16]
 
 
+def _relaunch_under_torchrun(processes: int, argv: list[str]) -> int:
+    """``processes: N`` in params: run this same stage as N DDP workers (list argv, no shell)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:  # a free port on loopback for the workers' rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    info(f"train: launching {processes} processes with torchrun")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        f"--master_port={port}",
+        "-m",
+        "variantlab.stages.train",
+        *argv,
+    ]
+    return subprocess.run(cmd, check=False).returncode
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size); under torchrun, joins the process group (NCCL on GPUs, gloo on CPU)."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), world
+
+
 def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir: Path, resume: bool) -> Trained:
     import mlflow
     import pandas as pd
@@ -148,7 +185,10 @@ def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir
         return Encoded(ids, frame["label"].map(LABELS.index).to_numpy())
 
     val = pd.read_parquet(ctx.path(paths.split_path("val")))
+    rank, world = _distributed_rank()
     device = resolve_device(cfg.device)
+    if device == "cuda" and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     settings = LoopSettings(
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
@@ -170,7 +210,7 @@ def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir
         info(f"train@{ctx.variant}: resuming from {store_dir}")
 
     def log_step(state: Any, loss: float) -> None:
-        if state.step % 10 == 0:
+        if state.step % 10 == 0 and rank == 0:
             mlflow.log_metric("train_loss", loss, step=state.step)
 
     state = train_classifier(
@@ -212,10 +252,11 @@ def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir
         "epochs_run": state.epoch,
         "optimizer_steps": state.step,
         "best_val_macro_f1": state.best_score,
-        "train_samples_per_s": round(state.samples / max(state.seconds, 1e-9), 2),
+        "train_samples_per_s": round(world * state.samples / max(state.seconds, 1e-9), 2),
+        "world_size": world,
         "device": device,
     }
-    if device == "cuda":
+    if device.startswith("cuda"):
         stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return encoder_model_kwargs(artifacts, train[["text"]].head(3)), stats
 
@@ -240,10 +281,20 @@ def run(argv: Sequence[str] | None) -> int:
     ctx = parse_stage_args("Train one variant.", rest, variant=True)
     assert ctx.variant is not None
     cfg = ctx.params.variant(ctx.variant)
+    if isinstance(cfg, FinetuneVariant) and cfg.processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch_under_torchrun(cfg.processes, list(argv or sys.argv[1:]))
     torch.manual_seed(ctx.params.project.seed)
     train_file = ctx.path(paths.split_path("train"))
     train = _training_frame(cfg, ctx)
     out_dir = ctx.path(paths.model_dir(ctx.variant))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not isinstance(cfg, FinetuneVariant):
+            raise ConfigError(f"variant '{ctx.variant}' ({cfg.kind}) does not train on several processes")
+        rank, _ = _distributed_rank()
+        if rank != 0:  # other ranks train in lock-step; rank 0 alone logs, saves and writes outputs
+            with tempfile.TemporaryDirectory() as tmp:
+                _train_finetune(cfg, train, ctx, Path(tmp), resume)
+            return 0
     with (
         stage_run(
             "train", root=ctx.root, project=ctx.params.project.name, variant=ctx.variant, system_metrics=True
