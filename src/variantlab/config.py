@@ -160,6 +160,11 @@ class PromotionConfig(Strict):
     metric: Literal["macro_f1", "accuracy"] = "macro_f1"
     floor: float = Field(0.5, ge=0, le=1)
     min_improvement: float = Field(0.0, ge=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    n_bootstrap: int = Field(1000, ge=100)
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_model_size_mb: float | None = Field(None, gt=0)
+    max_slice_drop: float | None = Field(0.05, ge=0)
 
 
 class ProfileOverrides(Strict):

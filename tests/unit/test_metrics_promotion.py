@@ -4,7 +4,8 @@ import pytest
 
 from variantlab.core.leaderboard import build_leaderboard, to_markdown
 from variantlab.core.metrics import classification_metrics, confusion_array, confusion_frame
-from variantlab.core.promotion import Scored, decide
+from variantlab.core.promotion import Policy, Scored, decide
+from variantlab.core.statistics import metric_codes, paired_comparison
 
 
 def test_metrics_by_hand() -> None:
@@ -19,30 +20,80 @@ def test_metrics_by_hand() -> None:
     assert cm.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
 
 
-def scored(score: float, run: str = "r1", sha: str = "t") -> Scored:
-    return Scored("v", score, run, sha)
+def scored(score: float, run: str = "r1", sha: str = "t", **kw: object) -> Scored:
+    return Scored("v", score, run, sha, **kw)  # type: ignore[arg-type]
 
 
-def test_first_champion_needs_the_floor() -> None:
-    assert decide(scored(0.6), None, metric="macro_f1", floor=0.5, min_improvement=0).promote
-    refused = decide(scored(0.4), None, metric="macro_f1", floor=0.5, min_improvement=0)
+def noisy_pair(n: int, champion_acc: float, challenger_acc: float, seed: int = 0):
+    """Integer-coded truth and two models' predictions with the given accuracies."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, n)
+
+    def model(acc: float) -> np.ndarray:
+        return np.where(rng.random(n) < acc, truth, (truth + rng.integers(1, 3, n)) % 3)
+
+    return truth, model(champion_acc), model(challenger_acc)
+
+
+def test_fast_macro_f1_matches_sklearn() -> None:
+    from sklearn.metrics import f1_score
+
+    truth, a, _ = noisy_pair(500, 0.6, 0.6)
+    a[:40] = 2  # skew one class
+    assert metric_codes(truth, a, 3) == pytest.approx(f1_score(truth, a, average="macro"))
+    assert metric_codes(truth, a, 3, "accuracy") == pytest.approx(np.mean(truth == a))
+
+
+def test_identical_models_have_a_zero_interval() -> None:
+    truth, a, _ = noisy_pair(300, 0.7, 0.7)
+    result = paired_comparison(truth, a, a.copy(), k=3, n_bootstrap=200)
+    assert (result.delta, result.ci_low, result.ci_high, result.mcnemar_p) == (0.0, 0.0, 0.0, 1.0)
+
+
+POLICY = Policy(
+    floor=0.5, min_improvement=0.0, confidence=0.95, max_latency_ms=50, max_model_size_mb=100, max_slice_drop=0.05
+)
+
+
+def test_first_champion_needs_the_floor_and_guardrails() -> None:
+    assert decide(scored(0.6, latency_ms_p50=5.0, model_size_mb=10.0), None, None, POLICY).promote
+    refused = decide(scored(0.4), None, None, POLICY)
     assert not refused.promote and "< floor" in refused.reason
+    slow = decide(scored(0.9, latency_ms_p50=80.0, model_size_mb=500.0), None, None, POLICY)
+    assert not slow.promote and "latency p50 80.0 ms > 50 ms" in slow.reason and "model size 500.0 MB" in slow.reason
 
 
-def test_challenger_must_beat_the_champion_by_the_margin() -> None:
-    champ = scored(0.60, run="old")
-    assert decide(scored(0.62), champ, metric="macro_f1", floor=0.5, min_improvement=0.01).promote
-    assert not decide(scored(0.605), champ, metric="macro_f1", floor=0.5, min_improvement=0.01).promote
-    assert not decide(scored(0.60), champ, metric="macro_f1", floor=0.5, min_improvement=0).promote
+def test_better_by_noise_only_is_refused() -> None:
+    truth, champ, chall = noisy_pair(800, 0.70, 0.71, seed=3)
+    comparison = paired_comparison(truth, champ, chall, k=3, n_bootstrap=1000)
+    assert comparison.ci_low < 0 < comparison.ci_high
+    decision = decide(scored(0.71, "new"), scored(0.70, "old"), comparison, POLICY)
+    assert not decision.promote and decision.reason.startswith("not provably better")
+    assert "95% CI" in decision.reason
+
+
+def test_clearly_better_is_promoted() -> None:
+    truth, champ, chall = noisy_pair(2000, 0.60, 0.75, seed=4)
+    comparison = paired_comparison(truth, champ, chall, k=3, n_bootstrap=1000)
+    assert comparison.ci_low > 0.08 and comparison.mcnemar_p < 1e-6
+    decision = decide(scored(0.75, "new"), scored(0.60, "old"), comparison, POLICY)
+    assert decision.promote and "beats champion" in decision.reason
+
+
+def test_a_domain_that_drops_blocks_promotion() -> None:
+    truth, champ, chall = noisy_pair(2000, 0.60, 0.75, seed=5)
+    comparison = paired_comparison(truth, champ, chall, k=3)
+    champion = scored(0.60, "old", slices={"domain/tweets": 0.70, "domain/nyt": 0.50})
+    challenger = scored(0.75, "new", slices={"domain/tweets": 0.60, "domain/nyt": 0.90})
+    decision = decide(challenger, champion, comparison, POLICY)
+    assert not decision.promote
+    assert decision.failed == ["domain/tweets drops 0.7000 -> 0.6000 (more than 0.05)"]
 
 
 def test_same_run_is_already_champion_and_test_sets_must_match() -> None:
-    assert (
-        "already the champion"
-        in decide(scored(0.9, "r"), scored(0.9, "r"), metric="m", floor=0, min_improvement=0).reason
-    )
+    assert "already the champion" in decide(scored(0.9, "r"), scored(0.9, "r"), None, POLICY).reason
     with pytest.raises(ValueError, match="different test sets"):
-        decide(scored(0.9, sha="a"), scored(0.5, "o", sha="b"), metric="m", floor=0, min_improvement=0)
+        decide(scored(0.9, sha="a"), scored(0.5, "o", sha="b"), None, POLICY)
 
 
 def test_leaderboard_ranks_by_metric() -> None:

@@ -1,17 +1,39 @@
-"""The promotion decision: a pure function of the challenger's and the champion's scores and the policy."""
+"""The promotion decision: a pure function of the challenger, the champion, their paired comparison and the policy.
+
+A challenger becomes champion only when it is provably better (the lower confidence bound of the paired
+bootstrap beats the threshold, and McNemar's test agrees) and every guardrail holds.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from variantlab.core.statistics import PairedComparison
 
 
 @dataclass(frozen=True)
 class Scored:
+    """One model's standing on the frozen test set."""
+
     variant: str
     score: float
     run_id: str | None
     test_sha256: str
+    slices: dict[str, float] = field(default_factory=dict)  # "domain/<d>" macro-F1 and "class/<c>" F1
+    latency_ms_p50: float | None = None
+    model_size_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    metric: str = "macro_f1"
+    floor: float = 0.5
+    min_improvement: float = 0.0
+    confidence: float = 0.95
+    max_latency_ms: float | None = None
+    max_model_size_mb: float | None = None
+    max_slice_drop: float | None = None
 
 
 @dataclass(frozen=True)
@@ -21,39 +43,64 @@ class Decision:
     metric: str
     challenger: Scored
     champion: Scored | None
+    comparison: PairedComparison | None = None
+    failed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def guardrail_failures(challenger: Scored, champion: Scored | None, policy: Policy) -> list[str]:
+    failures = []
+    if policy.max_latency_ms is not None and (challenger.latency_ms_p50 or 0) > policy.max_latency_ms:
+        failures.append(f"latency p50 {challenger.latency_ms_p50:.1f} ms > {policy.max_latency_ms:g} ms")
+    if policy.max_model_size_mb is not None and (challenger.model_size_mb or 0) > policy.max_model_size_mb:
+        failures.append(f"model size {challenger.model_size_mb:.1f} MB > {policy.max_model_size_mb:g} MB")
+    if champion is not None and policy.max_slice_drop is not None:
+        for name, before in sorted(champion.slices.items()):
+            after = challenger.slices.get(name, 0.0)
+            if before - after > policy.max_slice_drop:
+                failures.append(f"{name} drops {before:.4f} -> {after:.4f} (more than {policy.max_slice_drop:g})")
+    return failures
+
+
 def decide(
-    challenger: Scored, champion: Scored | None, *, metric: str, floor: float, min_improvement: float
+    challenger: Scored, champion: Scored | None, comparison: PairedComparison | None, policy: Policy
 ) -> Decision:
-    """Promote when there is no champion and the floor is met, or when the challenger beats the champion.
-
-    Both scores must come from the same frozen test set (the caller re-scores the champion otherwise).
-    """
-
-    def verdict(promote: bool, reason: str) -> Decision:
-        return Decision(promote, reason, metric, challenger, champion)
-
+    """Both scores must come from the same frozen test set (the caller re-scores the champion)."""
+    failures = guardrail_failures(challenger, champion, policy)
+    metric = policy.metric
     if champion is None:
-        if challenger.score >= floor:
-            return verdict(True, f"no champion yet and {metric} {challenger.score:.4f} >= floor {floor:.4f}")
-        return verdict(False, f"no champion yet but {metric} {challenger.score:.4f} < floor {floor:.4f}")
-    if champion.test_sha256 != challenger.test_sha256:
-        raise ValueError("champion and challenger were scored on different test sets")
-    if champion.run_id is not None and champion.run_id == challenger.run_id:
-        return verdict(False, f"'{challenger.variant}' is already the champion")
-    gain = challenger.score - champion.score
-    if gain > min_improvement:
-        return verdict(
-            True,
-            f"{metric} {challenger.score:.4f} beats champion {champion.score:.4f} "
-            f"by {gain:+.4f} (> {min_improvement:.4f})",
+        if challenger.score < policy.floor:
+            failures.insert(0, f"no champion yet but {metric} {challenger.score:.4f} < floor {policy.floor:.4f}")
+        evidence = f"no champion yet and {metric} {challenger.score:.4f} >= floor {policy.floor:.4f}"
+    else:
+        if champion.test_sha256 != challenger.test_sha256:
+            raise ValueError("champion and challenger were scored on different test sets")
+        if champion.run_id is not None and champion.run_id == challenger.run_id:
+            return Decision(
+                False,
+                f"'{challenger.variant}' is already the champion",
+                metric,
+                challenger,
+                champion,
+                comparison,
+                ["already champion"],
+            )
+        if comparison is None:
+            raise ValueError("a champion needs a paired comparison")
+        interval = (
+            f"{metric} {comparison.delta:+.4f}, {comparison.confidence:.0%} CI "
+            f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}], McNemar p={comparison.mcnemar_p:.2g}"
         )
-    return verdict(
-        False,
-        f"{metric} {challenger.score:.4f} does not beat champion {champion.score:.4f} "
-        f"by more than {min_improvement:.4f} (gain {gain:+.4f})",
-    )
+        alpha = 1 - comparison.confidence
+        if comparison.ci_low <= policy.min_improvement:
+            failures.insert(
+                0, f"not provably better: {interval}; the lower bound must exceed {policy.min_improvement:g}"
+            )
+        elif comparison.mcnemar_p >= alpha:
+            failures.insert(0, f"not provably better: {interval}; McNemar p must be below {alpha:.2g}")
+        evidence = f"beats champion {champion.variant}: {interval}"
+    if failures:
+        return Decision(False, "; ".join(failures), metric, challenger, champion, comparison, failures)
+    return Decision(True, evidence, metric, challenger, champion, comparison)

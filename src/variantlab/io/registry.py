@@ -44,7 +44,10 @@ def register(name: str, model_uri: str, *, run_id: str, tags: dict[str, str], de
     return RegisteredVersion(str(mv.version), run_id, tags)
 
 
-def set_champion(name: str, version: str, *, reason: str) -> None:
+CHALLENGER = "challenger"
+
+
+def set_alias(name: str, alias: str, version: str, *, reason: str) -> None:
     client = _client()
-    client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, "variantlab.promotion_reason", reason)
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, f"variantlab.{alias}_reason", reason[:5000])
