@@ -133,3 +133,14 @@ def test_two_process_ddp_ranks_agree(tiny_bert: tuple[Path, str], tmp_path: Path
     model, _ = build(tiny_bert)
     untrained = torch.cat([p.detach().flatten() for p in model.parameters()])[:50]
     assert not torch.equal(untrained, ranks[0]["first"])  # the ranks agree on trained weights, not on a no-op
+
+
+def test_device_choice_is_explicit_about_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    from variantlab.core.training import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(RuntimeError, match="no CUDA device is available"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
