@@ -47,11 +47,6 @@ def add_lora(encoder: Any, *, rank: int, alpha: int, dropout: float, target_modu
     return get_peft_model(encoder, config)
 
 
-def freeze(module: nn.Module) -> None:
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-
-
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -164,7 +164,10 @@ def train_classifier(
     optimizer = _optimizer(model, s, fused=device.type == "cuda")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     lengths = [len(x) for x in train.ids]
-    per_epoch = math.ceil(math.ceil(len(length_grouped_batches(lengths, s.batch_size, s.seed)) / world) / s.grad_accum)
+    # Mega-batches hold a whole number of batches, so an epoch has ceil(n / batch_size) of them; no need to
+    # build (shuffle and sort) an epoch's batches just to count them.
+    batches_per_rank = math.ceil(math.ceil(len(lengths) / s.batch_size) / world)
+    per_epoch = math.ceil(batches_per_rank / s.grad_accum)
     total = min(s.max_steps or 10**12, s.epochs * per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, int(s.warmup_ratio * total)))
     state, best = LoopState(), None
