@@ -164,3 +164,33 @@ def run(
         timeout=timeout,
         check=False,
     )
+
+
+REGISTRY = """
+import json, sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+client = mlflow.MlflowClient()
+versions = client.search_model_versions("name = 'variantlab-sentiment'")
+model = client.get_registered_model("variantlab-sentiment") if versions else None
+history = sorted((json.loads(v) for k, v in (model.tags if model else {}).items()
+                  if k.startswith("variantlab.alias_history.")), key=lambda m: m["seq"])
+aliases = {k: str(v) for k, v in (model.aliases if model else {}).items()}
+print(json.dumps({"versions": len(versions), "aliases": aliases, "history": history,
+                  "locks": [m.name for m in client.search_registered_models() if m.name.endswith(".lock")]}))
+"""
+
+
+def registry(project: Path, uri: str | None = None) -> dict[str, Any]:
+    """Versions, aliases, alias history and stray locks of ``variantlab-sentiment``, read by a fresh process."""
+    import json
+
+    done = run(project, "-c", REGISTRY, uri or f"sqlite:///{project / 'mlflow.db'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def set_variants(project: Path, variants: dict[str, Any], baseline: str | None = None) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["variants"] = variants
+    params["promotion"]["baseline"] = baseline
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

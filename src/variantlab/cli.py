@@ -110,6 +110,94 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     os.execv(sys.executable, argv)
 
 
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from variantlab.stages import promote
+
+    return promote.run(["--dry-run"] if args.dry_run else [])
+
+
+def _registry_setup(args: argparse.Namespace) -> tuple[Path, str, str]:
+    from variantlab.config import load_params
+    from variantlab.io.tracking import configure, project_root
+
+    root = project_root()
+    params = load_params(root / "params.yaml")
+    configure(root, params.project.name)
+    return root, params.project.name, args.model or params.promotion.registered_model
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from variantlab.io import registry
+    from variantlab.io.tracking import stage_run
+
+    root, project, name = _registry_setup(args)
+    with stage_run("rollback", root=root, project=project) as run, registry.registry_lock(name):
+        if args.to:
+            current = registry.champion(name)
+            registry.get_version(name, args.to)  # a clear error for a version that does not exist
+            before, target = (current.version if current else None), args.to
+        else:
+            before, target = registry.rollback_target(name)
+        reason = args.reason or f"rollback from v{before} to v{target}"
+        move = registry.move_alias(
+            name, registry.CHAMPION, target, action="rollback", reason=reason, pipeline_run_id=run.info.run_id
+        )
+        mlflow.set_tags({"from_version": str(before), "to_version": target, "reason": reason[:5000]})
+        mlflow.log_text(registry.history_jsonl(name), "alias_history.jsonl")
+    info(f"rollback: {name}@champion moved from v{move.from_version} to v{move.to_version} ({reason})")
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from variantlab.io import registry
+
+    _, _, name = _registry_setup(args)
+    text = registry.history_jsonl(name)
+    if args.json:
+        sys.stdout.write(text)
+        return 0
+    for move in registry.history(name):
+        print(
+            f"{move.seq:>4} {move.when} @{move.alias:<10} v{move.from_version or '-'} -> v{move.to_version} "
+            f"[{move.action}] {move.reason}"
+        )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from variantlab.commands.verify import VerificationFailed, render, verify
+    from variantlab.io.files import write_json
+    from variantlab.io.tracking import project_root
+
+    checks, report = verify(args.model_uri, project_root(), tolerance=args.tolerance)
+    print(render(checks, report))
+    if args.json:
+        write_json(args.json, report)
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        raise VerificationFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from variantlab.commands.predict import predict_file
+    from variantlab.io.tracking import project_root, tracking_uri
+
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri(project_root()))
+    rows = predict_file(
+        args.model_uri,
+        args.input,
+        args.output,
+        text_column=args.text_column,
+        batch_size=args.batch_size,
+        proba=args.proba,
+    )
+    info(f"predict: {rows} rows -> {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="variantlab", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -121,6 +209,31 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=_cmd_fetch)
     status = sub.add_parser("status", help="print the leaderboard and the champion")
     status.set_defaults(func=_cmd_status)
+    promote = sub.add_parser("promote", help="run the promotion gate on the current pipeline outputs")
+    promote.add_argument("--dry-run", action="store_true", help="decide and report; register and move nothing")
+    promote.set_defaults(func=_cmd_promote)
+    rollback = sub.add_parser("rollback", help="move @champion back to the previous champion, and record it")
+    rollback.add_argument("--to", help="a version number to move @champion to (default: the previous champion)")
+    rollback.add_argument("--reason", help="why (kept in the alias history)")
+    rollback.add_argument("--model", help="registered model (default: promotion.registered_model)")
+    rollback.set_defaults(func=_cmd_rollback)
+    history = sub.add_parser("history", help="every alias move of the registered model")
+    history.add_argument("--model", help="registered model (default: promotion.registered_model)")
+    history.add_argument("--json", action="store_true", help="print JSON lines")
+    history.set_defaults(func=_cmd_history)
+    verify = sub.add_parser("verify", help="re-evaluate a registered model and check it against its records")
+    verify.add_argument("model_uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    verify.add_argument("--tolerance", type=float, default=1e-6, help="largest allowed metric difference")
+    verify.add_argument("--json", type=Path, help="also write the report as JSON here")
+    verify.set_defaults(func=_cmd_verify)
+    predict = sub.add_parser("predict", help="batch predictions for a CSV or Parquet file")
+    predict.add_argument("model_uri", help="any MLflow model URI, e.g. models:/variantlab-sentiment@champion")
+    predict.add_argument("input", type=Path, help="a .csv, .tsv or .parquet file")
+    predict.add_argument("-o", "--output", type=Path, required=True, help="a .csv or .parquet file to write")
+    predict.add_argument("--text-column", default="text")
+    predict.add_argument("--batch-size", type=int, default=256)
+    predict.add_argument("--proba", action="store_true", help="add a p_<class> column per class")
+    predict.set_defaults(func=_cmd_predict)
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

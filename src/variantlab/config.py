@@ -165,6 +165,8 @@ class PromotionConfig(Strict):
     max_latency_ms: float | None = Field(None, gt=0)
     max_model_size_mb: float | None = Field(None, gt=0)
     max_slice_drop: float | None = Field(0.05, ge=0)
+    # Without a champion, the best variant must also provably beat this reference variant (and the floor).
+    baseline: str | None = None
 
 
 class ProfileOverrides(Strict):
@@ -195,6 +197,11 @@ class Params(Strict):
         )
         if unknown:
             raise ValueError(f"unknown model in {', '.join(unknown)} (declared models: {sorted(self.models)})")
+        if self.promotion.baseline is not None and self.promotion.baseline not in self.variants:
+            raise ValueError(
+                f"promotion.baseline '{self.promotion.baseline}' is not a variant "
+                f"(declared: {', '.join(sorted(self.variants))}; or null)"
+            )
         return self
 
     def variant(self, name: str) -> TfidfVariant | ProbeVariant | FinetuneVariant:

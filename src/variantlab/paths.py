@@ -48,3 +48,15 @@ def confusion_csv(variant: str) -> Path:
 
 def confusion_png(variant: str) -> Path:
     return REPORTS_DIR / "confusion" / f"{variant}.png"
+
+
+def reliability_csv(variant: str) -> Path:
+    return REPORTS_DIR / "calibration" / f"{variant}.csv"
+
+
+def reliability_png(variant: str) -> Path:
+    return REPORTS_DIR / "calibration" / f"{variant}.png"
+
+
+PARETO_PNG = REPORTS_DIR / "pareto.png"
+PROMOTION_DRY_RUN = REPORTS_DIR / "promotion.dry-run.json"

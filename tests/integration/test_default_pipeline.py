@@ -65,7 +65,17 @@ def test_default_pipeline_end_to_end(tmp_path: Path) -> None:
     }
     prepared = json.loads((project / "metrics/prepare.json").read_text())
     assert prepared["rows"]["test"] == prepared["available"]["test"] > 4000  # the test set is never subsampled
-    assert json.loads((project / "reports/promotion.json").read_text())["promote"] is True
+    promotion = json.loads((project / "reports/promotion.json").read_text())
+    assert promotion["promote"] is True and promotion["against"] == "baseline"
+    assert promotion["reference"]["variant"] == "tfidf-logreg" and promotion["comparison"]["ci_low"] > 0
+    assert "beats baseline tfidf-logreg" in promotion["reason"]
+    for variant in VARIANTS:  # calibration, batch-32 latency and behaviour for every variant
+        evaluated = json.loads((project / f"metrics/eval/{variant}.json").read_text())
+        assert 0 <= evaluated["ece"] < 0.5 and evaluated["latency_b32_ms_p50"] > 0
+        assert set(evaluated["behaviour"]) == {"negation", "name_swap", "number_swap"}
+        assert (project / f"reports/calibration/{variant}.png").stat().st_size > 1000
+    fine_tuned = json.loads((project / "metrics/eval/minilm-full.json").read_text())["behaviour"]
+    assert fine_tuned["name_swap"]["pass_rate"] >= 0.8  # a real model mostly ignores who is speaking
 
     env = clean_env(MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
     state = run(project, "-c", INSPECT, f"sqlite:///{project / 'mlflow.db'}", ",".join(VARIANTS), env=env)
@@ -75,7 +85,7 @@ def test_default_pipeline_end_to_end(tmp_path: Path) -> None:
     assert parent["status"] == "FINISHED"
     assert [name for name, _ in parent["children"]] == sorted(STAGES)
     assert {status for _, status in parent["children"]} == {"FINISHED"}
-    assert {"leaderboard.md", "leaderboard.csv", "params.yaml"} <= set(parent["artifacts"])
+    assert {"leaderboard.md", "leaderboard.csv", "pareto.png", "params.yaml"} <= set(parent["artifacts"])
     assert found["champion_predictions"][:2] == ["positive", "negative"]
     for variant in VARIANTS[1:]:  # every open-model variant gets the obvious cases right
         assert found[variant] == ["positive", "negative"], variant

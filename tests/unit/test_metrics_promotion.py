@@ -117,3 +117,14 @@ def test_leaderboard_ranks_by_metric() -> None:
     md = to_markdown(board)
     assert md.splitlines()[2].startswith("| 1 | b | tfidf-logreg | 0.6000 | 0.7000")
     assert np.isclose(board.loc[0, "macro_f1@x"], 0.7)
+
+
+def test_first_champion_must_provably_beat_the_baseline() -> None:
+    truth, baseline, best = noisy_pair(2000, 0.60, 0.75)
+    clear = paired_comparison(truth, baseline, best, k=3, n_bootstrap=500)
+    ok = decide(scored(0.75), None, clear, POLICY, reference=scored(0.60, run="r0"))
+    assert ok.promote and "beats baseline v" in ok.reason and "CI [+" in ok.reason
+    truth, baseline, best = noisy_pair(2000, 0.70, 0.70, seed=3)
+    tie = paired_comparison(truth, baseline, best, k=3, n_bootstrap=500)
+    refused = decide(scored(0.70), None, tie, POLICY, reference=scored(0.70, run="r0"))
+    assert not refused.promote and refused.reason.startswith("not provably better than baseline v")

@@ -19,6 +19,7 @@ def build_leaderboard(
             "kind": tr.get("kind"),
             "accuracy": ev["accuracy"],
             "macro_f1": ev["macro_f1"],
+            "ece": ev.get("ece"),
         }
         row.update({f"f1_{name}": cls["f1"] for name, cls in ev["per_class"].items()})
         row.update({f"macro_f1@{name}": dom["macro_f1"] for name, dom in ev["per_domain"].items()})
@@ -31,19 +32,27 @@ def build_leaderboard(
                 "model_size_mb": tr.get("model_size_mb"),
                 "peak_rss_mb": tr.get("peak_rss_mb"),
                 "latency_ms_p50": ev.get("latency_ms_p50"),
+                "latency_b32_ms_p50": ev.get("latency_b32_ms_p50"),
                 "predict_per_s": ev.get("predict_per_s"),
                 "evaluate_run_id": ev.get("mlflow_run_id"),
             }
         )
+        row.update({f"behaviour_{name}": check["pass_rate"] for name, check in ev.get("behaviour", {}).items()})
         rows.append(row)
     board = pd.DataFrame(rows).sort_values([metric, "variant"], ascending=[False, True]).reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
 
 
+# The CSV keeps every column; the markdown table keeps what fits on a screen.
+HIDDEN_IN_MARKDOWN = ("evaluate_run_id", "total_params", "peak_rss_mb", "predict_per_s", "n_train")
+
+
 def to_markdown(board: pd.DataFrame) -> str:
     """A GitHub-style table without the optional ``tabulate`` dependency."""
-    shown = board.drop(columns=["evaluate_run_id"], errors="ignore")
+    shown = board.drop(
+        columns=[*HIDDEN_IN_MARKDOWN, *(c for c in board.columns if c.startswith("f1_"))], errors="ignore"
+    )
 
     def cell(value: Any) -> str:
         if isinstance(value, float):

@@ -49,3 +49,33 @@ def confusion_frame(truth: pd.Series, pred: pd.Series) -> pd.DataFrame:
 
 def confusion_array(frame: pd.DataFrame) -> np.ndarray:
     return frame.pivot(index="actual", columns="predicted", values="count").loc[list(LABELS), list(LABELS)].to_numpy()
+
+
+def calibration(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> tuple[float, pd.DataFrame]:
+    """Expected calibration error of the top-class confidence, and the reliability table behind it.
+
+    Equal-width bins over [0, 1]; ECE is the bin-size-weighted mean of |accuracy - confidence|. Empty bins
+    stay in the table (n = 0) so every variant's table has the same rows.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    index = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    rows, ece = [], 0.0
+    for b in range(n_bins):
+        mask = index == b
+        n = int(mask.sum())
+        mean_conf = float(confidence[mask].mean()) if n else float("nan")
+        accuracy = float(correct[mask].mean()) if n else float("nan")
+        if n:
+            ece += n / len(confidence) * abs(accuracy - mean_conf)
+        rows.append(
+            {
+                "bin": b,
+                "lower": b / n_bins,
+                "upper": (b + 1) / n_bins,
+                "n": n,
+                "confidence": mean_conf,
+                "accuracy": accuracy,
+            }
+        )
+    return float(ece), pd.DataFrame(rows)

@@ -45,6 +45,7 @@ class Decision:
     champion: Scored | None
     comparison: PairedComparison | None = None
     failed: list[str] = field(default_factory=list)
+    reference: Scored | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,16 +65,47 @@ def guardrail_failures(challenger: Scored, champion: Scored | None, policy: Poli
     return failures
 
 
+def _interval(comparison: PairedComparison, metric: str) -> str:
+    return (
+        f"{metric} {comparison.delta:+.4f}, {comparison.confidence:.0%} CI "
+        f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}], McNemar p={comparison.mcnemar_p:.2g}"
+    )
+
+
+def _not_better(comparison: PairedComparison, policy: Policy, against: str) -> str | None:
+    """Why the paired comparison does not show the challenger better than ``against`` (None if it does)."""
+    interval = _interval(comparison, policy.metric)
+    alpha = 1 - comparison.confidence
+    if comparison.ci_low <= policy.min_improvement:
+        return f"not provably better than {against}: {interval}; the lower bound must exceed {policy.min_improvement:g}"
+    if comparison.mcnemar_p >= alpha:
+        return f"not provably better than {against}: {interval}; McNemar p must be below {alpha:.2g}"
+    return None
+
+
 def decide(
-    challenger: Scored, champion: Scored | None, comparison: PairedComparison | None, policy: Policy
+    challenger: Scored,
+    champion: Scored | None,
+    comparison: PairedComparison | None,
+    policy: Policy,
+    reference: Scored | None = None,
 ) -> Decision:
-    """Both scores must come from the same frozen test set (the caller re-scores the champion)."""
+    """Both scores must come from the same frozen test set (the caller re-scores the champion).
+
+    Without a champion, ``comparison`` (if given) is against ``reference``, the baseline variant: the first
+    champion must clear the floor and provably beat the baseline.
+    """
     failures = guardrail_failures(challenger, champion, policy)
     metric = policy.metric
     if champion is None:
+        evidence = f"no champion yet and {metric} {challenger.score:.4f} >= floor {policy.floor:.4f}"
         if challenger.score < policy.floor:
             failures.insert(0, f"no champion yet but {metric} {challenger.score:.4f} < floor {policy.floor:.4f}")
-        evidence = f"no champion yet and {metric} {challenger.score:.4f} >= floor {policy.floor:.4f}"
+        if reference is not None and comparison is not None:
+            against = f"baseline {reference.variant}"
+            if (why := _not_better(comparison, policy, against)) is not None:
+                failures.insert(0, why)
+            evidence += f"; beats {against}: {_interval(comparison, metric)}"
     else:
         if champion.test_sha256 != challenger.test_sha256:
             raise ValueError("champion and challenger were scored on different test sets")
@@ -89,18 +121,10 @@ def decide(
             )
         if comparison is None:
             raise ValueError("a champion needs a paired comparison")
-        interval = (
-            f"{metric} {comparison.delta:+.4f}, {comparison.confidence:.0%} CI "
-            f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}], McNemar p={comparison.mcnemar_p:.2g}"
-        )
-        alpha = 1 - comparison.confidence
-        if comparison.ci_low <= policy.min_improvement:
-            failures.insert(
-                0, f"not provably better: {interval}; the lower bound must exceed {policy.min_improvement:g}"
-            )
-        elif comparison.mcnemar_p >= alpha:
-            failures.insert(0, f"not provably better: {interval}; McNemar p must be below {alpha:.2g}")
-        evidence = f"beats champion {champion.variant}: {interval}"
+        against = f"champion {champion.variant}"
+        if (why := _not_better(comparison, policy, against)) is not None:
+            failures.insert(0, why)
+        evidence = f"beats {against}: {_interval(comparison, metric)}"
     if failures:
-        return Decision(False, "; ".join(failures), metric, challenger, champion, comparison, failures)
-    return Decision(True, evidence, metric, challenger, champion, comparison)
+        return Decision(False, "; ".join(failures), metric, challenger, champion, comparison, failures, reference)
+    return Decision(True, evidence, metric, challenger, champion, comparison, [], reference)

@@ -85,3 +85,11 @@ def md5_file(path: Path) -> str:
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def tree_sha256(directory: Path, ignore: frozenset[str] = frozenset()) -> str:
+    """One digest for a directory: every file's relative path and sha256, in sorted order (``ignore``: names)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in ignore):
+        digest.update(f"{path.relative_to(directory).as_posix()}\t{sha256_file(path)}\n".encode())
+    return digest.hexdigest()

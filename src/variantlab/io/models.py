@@ -105,6 +105,23 @@ def encoder_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame) -> di
     }
 
 
+# Written by MLflow into every download of a registered version (its name and number), not part of the model.
+DIGEST_IGNORE = frozenset({"registered_model_meta"})
+
+
+def model_digest(model_uri: str) -> str:
+    """sha256 over a logged model's files, the same for the logged model and each registered version of it."""
+    import tempfile
+
+    import mlflow
+
+    from variantlab.io.files import tree_sha256
+
+    with tempfile.TemporaryDirectory(prefix="variantlab-digest-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        return tree_sha256(local, DIGEST_IGNORE)
+
+
 def load_pyfunc(uri: str) -> Any:
     """Load any variant's model exactly as a user would, with pickle deserialisation refused."""
     import os

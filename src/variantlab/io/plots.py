@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from variantlab.io.files import atomic_path
 
 
-def confusion_png(matrix: np.ndarray, labels: tuple[str, ...], title: str, out: Path) -> None:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.6, 4), dpi=120)
+    return plt
+
+
+def _save(fig: Any, out: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+
+
+def confusion_png(matrix: np.ndarray, labels: tuple[str, ...], title: str, out: Path) -> None:
+    fig, ax = _pyplot().subplots(figsize=(4.6, 4), dpi=120)
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
@@ -28,7 +40,54 @@ def confusion_png(matrix: np.ndarray, labels: tuple[str, ...], title: str, out: 
             ax.text(
                 j, i, str(matrix[i, j]), ha="center", va="center", color="white" if matrix[i, j] > peak / 2 else "black"
             )
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    _save(fig, out)
+
+
+def reliability_png(table: Any, ece: float, title: str, out: Path) -> None:
+    """Accuracy against mean confidence per bin (bars), the diagonal of perfect calibration, bin counts."""
+    fig, (top, bottom) = _pyplot().subplots(
+        2, 1, figsize=(4.6, 5), dpi=120, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    width = float(table["upper"].iloc[0] - table["lower"].iloc[0])
+    centres = (table["lower"] + table["upper"]) / 2
+    top.bar(centres, table["accuracy"].fillna(0), width=width * 0.9, color="#4c72b0", label="accuracy")
+    top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    top.scatter(centres, table["confidence"], color="#dd8452", zorder=3, s=14, marker="_", label="mean confidence")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.legend(fontsize=7, loc="upper left")
+    top.set_title(f"{title}: ECE {ece:.3f}", fontsize=10)
+    bottom.bar(centres, table["n"], width=width * 0.9, color="#8c8c8c")
+    bottom.set_xlabel("confidence of the predicted class")
+    bottom.set_ylabel("sentences")
+    bottom.set_xlim(0, 1)
+    _save(fig, out)
+
+
+def pareto_front(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """Boolean mask of the points no other point beats on both (lower cost, higher quality)."""
+    cost, quality = np.asarray(cost, dtype=float), np.asarray(quality, dtype=float)
+    front = np.ones(len(cost), dtype=bool)
+    for i in range(len(cost)):
+        dominated = (cost <= cost[i]) & (quality >= quality[i]) & ((cost < cost[i]) | (quality > quality[i]))
+        front[i] = not dominated.any()
+    return front
+
+
+def pareto_png(board: Any, metric: str, costs: dict[str, str], out: Path) -> None:
+    """One panel per cost column: every variant as a point, the Pareto front joined by a line."""
+    fig, axes = _pyplot().subplots(1, len(costs), figsize=(5 * len(costs), 4.2), dpi=120, squeeze=False)
+    for ax, (column, label) in zip(axes[0], costs.items(), strict=True):
+        data = board[["variant", column, metric]].dropna()
+        front = pareto_front(data[column].to_numpy(), data[metric].to_numpy())
+        ax.scatter(data[column][~front], data[metric][~front], color="#8c8c8c", label="dominated")
+        line = data[front].sort_values(column)
+        ax.plot(line[column], line[metric], "-o", color="#c44e52", label="Pareto front")
+        for row in data.itertuples(index=False):
+            ax.annotate(str(row[0]), (row[1], row[2]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Quality against cost ({metric}, frozen test set)", fontsize=10)
+    _save(fig, out)

@@ -91,21 +91,28 @@ def project_file(path_text: str, root: Path) -> Path:
     return path
 
 
-def read_user_file(path_text: str, root: Path) -> pd.DataFrame:
-    path = project_file(path_text, root)
+def read_table(path: Path, *, shown: str | None = None) -> pd.DataFrame:
+    """Read a CSV, TSV or Parquet file; any problem is one DataError naming the file."""
+    name = shown or str(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError("file not found", file=name)
     try:
-        if path.suffix.lower() == ".parquet":
-            frame = pd.read_parquet(path)
-        elif path.suffix.lower() in {".csv", ".tsv"}:
-            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", encoding="utf-8")
-        else:
-            raise DataError("unsupported format (use .csv, .tsv or .parquet)", file=path_text)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in {".csv", ".tsv"}:
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8")
     except pd.errors.EmptyDataError:
-        raise DataError("file is empty", file=path_text) from None
+        raise DataError("file is empty", file=name) from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"not valid UTF-8 (byte {exc.start})", file=path_text) from None
+        raise DataError(f"not valid UTF-8 (byte {exc.start})", file=name) from None
     except (pd.errors.ParserError, OSError, ValueError) as exc:
-        raise DataError(f"cannot be read: {str(exc).splitlines()[0]}", file=path_text) from None
+        raise DataError(f"cannot be read: {str(exc).splitlines()[0]}", file=name) from None
+    raise DataError("unsupported format (use .csv, .tsv or .parquet)", file=name)
+
+
+def read_user_file(path_text: str, root: Path) -> pd.DataFrame:
+    frame = read_table(project_file(path_text, root), shown=path_text)
     return conform_user_frame(frame, file=path_text, labels=LABELS)
 
 

@@ -29,12 +29,17 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_uri(root)
 
 
+def quiet_progress() -> None:
+    """MLflow's artifact progress bars only on a terminal; in logs they are noise."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def configure(root: Path, project: str) -> str:
     """Point MLflow at the project's store and experiment; returns the experiment id."""
     import mlflow
 
-    if not sys.stderr.isatty():
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_progress()
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # keep stage output to what the user acts on
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)

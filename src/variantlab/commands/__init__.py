@@ -1,0 +1,1 @@
+"""Commands beyond the pipeline: verify a registered model, batch predictions, registry control."""
