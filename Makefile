@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup fetch run test test-fast lint format bench ui lock clean
+.PHONY: help setup fetch run test test-fast lint format bench bench-prefect ui lock clean prefect-server deploy worker serve
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,6 +49,25 @@ format: $(STAMP)
 
 bench: $(STAMP)  ## side-by-side benchmarks, JSON under reports/bench/
 	$(BIN)/python benchmarks/bench_train.py
+
+bench-prefect: $(STAMP)  ## Prefect's overhead on the cold default flow -> reports/bench/prefect.json (~8 min)
+	$(BIN)/python -m benchmarks.bench_prefect
+
+PREFECT_PORT ?= 4200
+deploy worker: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+prefect-server: $(STAMP)  ## a local Prefect server and UI on http://127.0.0.1:4200
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+deploy: $(STAMP)  ## create the process work pool and the deployments of prefect.yaml on PREFECT_API_URL
+	$(BIN)/prefect work-pool inspect variantlab-process >/dev/null 2>&1 || \
+		$(BIN)/prefect work-pool create variantlab-process --type process
+	$(BIN)/prefect --no-prompt deploy --all
+
+worker: $(STAMP)  ## a process worker that runs the deployments' flow runs from this checkout
+	$(BIN)/prefect worker start --pool variantlab-process
+
+serve: $(STAMP)  ## serve both deployments from one process (no work pool, no worker)
+	$(BIN)/variantlab serve
 
 ui: $(STAMP)  ## open the MLflow UI on the default store (http://127.0.0.1:5000)
 	$(BIN)/variantlab ui

@@ -2,50 +2,148 @@
 
 Each task runs ``dvc repro --single-item <stage>`` (a list argv, no shell), so DVC still decides what is
 stale and what is cached; the Prefect UI shows each stage, and a stage DVC skipped is reported as cached.
+
+Flow parameters reach the pipeline as versioned params, never as hidden state: ``profile`` is written into
+``params.yaml`` the way ``dvc exp run --set-param`` does (comments kept; DVC records it in ``dvc.lock``), and
+``variants`` picks which ``train@``/``evaluate@`` stages run (the others keep their DVC-cached outputs).
+
+A stage that fails for a transient reason (the tracking server or the object store unreachable: the stage
+exits 75) is retried with exponential back-off; a stage that fails on bad data or config is not.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
 
 from variantlab import paths
 from variantlab.config import load_params
+from variantlab.console import TRANSIENT_EXIT
 from variantlab.io import dvc
-from variantlab.io.tracking import pipeline_run, record_reused
+from variantlab.io.tracking import pipeline_run, record_reused, tracking_uri
+
+RETRIES = int(os.environ.get("VARIANTLAB_STAGE_RETRIES", "3"))
+RETRY_BASE_S = float(os.environ.get("VARIANTLAB_RETRY_BASE_S", "10"))  # 10 s, 20 s, 40 s
+_EXIT = re.compile(r"exited with (\d+)")
 
 
 class StageFailed(RuntimeError):
-    """A DVC stage exited non-zero; the message carries the tail of its output."""
+    """A DVC stage exited non-zero for a reason a retry will not fix (bad data, bad config, a bug)."""
 
 
-@task(name="dvc-stage", task_run_name="{stage}")
+class TransientStageError(StageFailed):
+    """A DVC stage exited 75: a service it needs was unreachable. Retried with back-off."""
+
+
+def retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # the result itself could not be read: do not retry blindly
+        return False
+    return isinstance(error, TransientStageError)
+
+
+def stage_exit_code(output: str, returncode: int) -> int:
+    """DVC exits 255 when a stage fails; the stage's own exit code is in its message."""
+    found = _EXIT.findall(output)
+    return int(found[-1]) if found else returncode
+
+
+@task(
+    name="dvc-stage",
+    task_run_name="{stage}",
+    retries=RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_S),
+    retry_condition_fn=retry_transient_only,
+)
 def run_stage(stage: str, root: str, parent_run_id: str, project: str) -> dict[str, Any]:
+    started = time.perf_counter()
     logger = get_run_logger()
     result = dvc.repro(Path(root), stage, single_item=True, env={"VARIANTLAB_PARENT_RUN_ID": parent_run_id}, echo=False)
     logger.info("dvc repro --single-item %s\n%s", stage, result.output.strip())
     if result.returncode != 0:
         tail = "\n".join(result.output.strip().splitlines()[-15:])
-        raise StageFailed(f"stage {stage} failed (exit {result.returncode}):\n{tail}")
+        code = stage_exit_code(result.output, result.returncode)
+        error = TransientStageError if code == TRANSIENT_EXIT else StageFailed
+        raise error(f"stage {stage} failed (exit {code}):\n{tail}")
     cached = stage in result.skipped and stage not in result.ran
     if cached:
         record_reused(stage, Path(root) / dvc.metrics_file(stage), root=Path(root), project=project)
-    return {"stage": stage, "cached": cached}
+    return {
+        "stage": stage,
+        "cached": cached,
+        "seconds": result.seconds.get(stage, 0.0),  # the stage's own command, as DVC ran it
+        "task_seconds": round(time.perf_counter() - started, 2),  # plus DVC's start-up and bookkeeping
+    }
+
+
+def set_param(root: Path, key: str, value: Any) -> bool:
+    """``dvc exp run --set-param key=value`` for the workspace: edit params.yaml in place, comments kept."""
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(root / "params.yaml") as data:
+        if data.get(key) == value:
+            return False
+        data[key] = value
+    return True
+
+
+def select_stages(stages: list[str], variants: list[str] | None, declared: set[str]) -> list[str]:
+    if variants is None:
+        return stages
+    unknown = sorted(set(variants) - declared)
+    if unknown:
+        raise ValueError(f"unknown variants {unknown} (declared: {sorted(declared)})")
+    return [s for s in stages if "@" not in s or s.partition("@")[2] in variants]
+
+
+def mlflow_ui_link(uri: str, experiment_id: str, run_id: str) -> str:
+    base = (
+        uri
+        if uri.startswith(("http://", "https://"))
+        else os.environ.get("VARIANTLAB_MLFLOW_UI", "http://127.0.0.1:5000")
+    )
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 @flow(name="variantlab-retrain", log_prints=True)
-def retrain(root: str = ".") -> list[dict[str, Any]]:
-    """Reproduce the whole pipeline, stage by stage, and publish the leaderboard and the decision."""
+def retrain(root: str = ".", variants: list[str] | None = None, profile: str | None = None) -> list[dict[str, Any]]:
+    """Reproduce the pipeline stage by stage and publish the leaderboard, the decision and the MLflow run link.
+
+    ``variants``: retrain only these (default: all); ``profile``: ``cpu`` or ``gpu``, written to params.yaml.
+    """
+    logger = get_run_logger()
     project_root = Path(root).resolve()
+    if profile is not None and set_param(project_root, "profile", profile):
+        logger.info("params.yaml: profile set to %s (as dvc exp run --set-param profile=%s would)", profile, profile)
     params = load_params(project_root / "params.yaml")
-    tags = {"prefect.flow_run_id": str(flow_run.get_id() or ""), "orchestrator": "prefect"}
+    stages = select_stages(dvc.stage_names(project_root, params), variants, set(params.variants))
+    tags = {
+        "prefect.flow_run_id": str(flow_run.get_id() or ""),
+        "orchestrator": "prefect",
+        "flow.variants": ",".join(variants) if variants else "all",
+        "flow.profile": params.profile,
+    }
     results = []
     with pipeline_run(project_root, params.project.name, tags=tags) as parent:
-        for stage in dvc.stage_names(project_root, params):
+        import mlflow
+
+        mlflow.log_artifact(str(project_root / "params.yaml"))
+        create_link_artifact(
+            key="mlflow-run",
+            link=mlflow_ui_link(tracking_uri(project_root), parent.info.experiment_id, parent.info.run_id),
+            link_text=f"MLflow parent run {parent.info.run_id}",
+            description="This pipeline execution in the MLflow UI",
+        )
+        for stage in stages:
             results.append(run_stage(stage, str(project_root), parent.info.run_id, params.project.name))
     board = project_root / paths.LEADERBOARD_MD
     if board.is_file():

@@ -198,6 +198,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from variantlab.io.tracking import project_root
+
+    root = project_root()
+    sys.path.insert(0, str(root))  # the flows live in pipelines/ next to params.yaml
+    from pipelines.deployments import NIGHTLY_CRON, serve_all
+
+    info(f"serving nightly-retrain ({args.cron or NIGHTLY_CRON} UTC) and retrain-on-new-data; Ctrl-C to stop")
+    serve_all(root, args.cron or NIGHTLY_CRON)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="variantlab", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -234,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=256)
     predict.add_argument("--proba", action="store_true", help="add a p_<class> column per class")
     predict.set_defaults(func=_cmd_predict)
+    serve = sub.add_parser("serve", help="serve the Prefect deployments from this process (no work pool needed)")
+    serve.add_argument("--cron", help="schedule of nightly-retrain (default: 0 2 * * *, UTC)")
+    serve.set_defaults(func=_cmd_serve)
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

@@ -169,6 +169,18 @@ class PromotionConfig(Strict):
     baseline: str | None = None
 
 
+class FeedbackConfig(Strict):
+    """The retrain-on-new-data flow: drift thresholds against the champion's training data."""
+
+    max_label_shift: float = Field(0.25, ge=0, le=1)  # total variation distance of the label mix
+    max_domain_shift: float = Field(0.5, ge=0, le=1)  # total variation distance of the domain mix
+    max_length_shift: float = Field(0.3, ge=0, le=1)  # Kolmogorov-Smirnov statistic of text lengths
+    max_centroid_distance: float = Field(0.1, ge=0, le=2)  # cosine distance of mean embeddings
+    embedding_model: str | None = None  # a key of `models` (default: the first one)
+    embedding_sample: int = Field(512, ge=16)
+    reject_on_drift: bool = False  # drift is reported; with true, drifted data is refused like invalid data
+
+
 class ProfileOverrides(Strict):
     """What a profile changes: split settings, and settings of every fine-tuning variant."""
 
@@ -187,6 +199,7 @@ class Params(Strict):
     models: dict[str, ModelEntry] = Field(default_factory=dict)
     variants: dict[str, Variant] = Field(min_length=1)
     promotion: PromotionConfig = PromotionConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Params:

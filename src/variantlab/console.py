@@ -14,8 +14,41 @@ def debug_enabled(argv: Sequence[str]) -> bool:
     return "--debug" in argv or os.environ.get("VARIANTLAB_DEBUG", "") not in ("", "0")
 
 
+# EX_TEMPFAIL from sysexits.h: the orchestrator may retry (a tracking server or object store was unreachable).
+TRANSIENT_EXIT = 75
+_TRANSIENT_NAMES = {
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "MaxRetryError",
+    "NewConnectionError",
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or anything in its cause chain) is a network failure worth retrying."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError | TimeoutError) or type(current).__name__ in _TRANSIENT_NAMES:
+            return True
+        text = str(current)
+        if "Max retries exceeded" in text or "Connection refused" in text:  # MLflow wraps requests' errors
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def guarded(name: str, body: Callable[[], int], argv: Sequence[str]) -> int:
-    """Run ``body``; turn a VariantlabError into ``<name>: error: <message>`` on stderr."""
+    """Run ``body``; turn a VariantlabError into ``<name>: error: <message>`` on stderr.
+
+    Network failures exit with :data:`TRANSIENT_EXIT` so the Prefect flow retries them; user errors exit 2 and
+    are never retried.
+    """
     try:
         return body()
     except VariantlabError as exc:
@@ -26,6 +59,14 @@ def guarded(name: str, body: Callable[[], int], argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        if debug_enabled(argv):
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"{name}: transient error (retry later): {first[:300]}", file=sys.stderr)
+        return TRANSIENT_EXIT
 
 
 def info(message: str) -> None:

@@ -58,5 +58,9 @@ def reliability_png(variant: str) -> Path:
     return REPORTS_DIR / "calibration" / f"{variant}.png"
 
 
+FEEDBACK_DIR = Path("data/feedback")
+FEEDBACK_FILE = FEEDBACK_DIR / "accepted.parquet"  # accepted new data, appended by the feedback flow (DVC-tracked)
+FEEDBACK_ID_PREFIX = "feedback:"  # ids of accepted rows; prepare puts them in the training split only
+DRIFT_REPORT = REPORTS_DIR / "drift.json"
 PARETO_PNG = REPORTS_DIR / "pareto.png"
 PROMOTION_DRY_RUN = REPORTS_DIR / "promotion.dry-run.json"

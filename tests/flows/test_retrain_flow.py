@@ -7,15 +7,17 @@ from typing import Any
 
 import mlflow
 import pytest
-from prefect.testing.utilities import prefect_test_harness
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tests.helpers import tiny_project
+from tests.helpers import clean_env, tiny_project, tiny_sentences
+from variantlab.io.services import prefect_server
 
 
 @pytest.fixture(scope="module")
-def harness() -> Any:
-    # Prefect's temporary server can be slow on a cold machine: wait for it rather than fail.
-    with prefect_test_harness(server_startup_timeout=180):
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    # A server we start and wait for: Prefect's ephemeral one is known to time out on a cold CI machine.
+    home = tmp_path_factory.mktemp("prefect-home")
+    with prefect_server(home, clean_env()) as (api, _), temporary_settings(updates={PREFECT_API_URL: api}):
         yield
 
 
@@ -96,3 +98,45 @@ def test_flow_runs_each_stage_as_a_task_and_reuses_on_rerun(
     assert (
         len(mlflow.search_model_versions(filter_string="name = 'variantlab-sentiment'")) == 1
     )  # nothing re-registered
+
+
+def attempts(task_run_id: str) -> int:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return int(client.read_task_run(task_run_id).run_count)
+
+
+def test_transient_failures_are_retried_with_backoff_and_data_errors_are_not(
+    harness: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import flow
+
+    from pipelines.retrain import run_stage
+
+    stage = run_stage.with_options(retries=2, retry_delay_seconds=0)
+
+    @flow
+    def one_stage(root: str) -> tuple[str, str, str]:
+        state = stage("ingest", root, "", "sentiment", return_state=True)
+        return str(state.state_details.task_run_id), state.type.value, state.message or ""
+
+    project = tiny_project(tmp_path / "p")
+    # The tracking server is down: the stage exits 75 and is tried 1 + 2 times.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    task_run, state, message = one_stage(str(project))
+    assert state == "FAILED" and "TransientStageError" in message and "exit 75" in message
+    assert attempts(task_run) == 3
+
+    # Bad data is not retried: one attempt, and the error names the file, column and row.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    bad = tiny_sentences(60)
+    bad["rating"] = bad["rating"].astype(object)
+    bad.loc[4, "rating"] = "lots"
+    bad.to_csv(project / "data/external/tiny.csv", index=False)
+    task_run, state, message = one_stage(str(project))
+    assert state == "FAILED" and "StageFailed" in message and "TransientStageError" not in message
+    assert "column 'rating'" in message and "exit 2" in message
+    assert attempts(task_run) == 1

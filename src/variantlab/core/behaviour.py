@@ -58,18 +58,24 @@ def negation_cases(rng: random.Random, n: int) -> list[Case]:
     return cases
 
 
-def name_cases(rng: random.Random, n: int, test_texts: Sequence[str] = ()) -> list[Case]:
-    templates = [
-        "{name} said the {noun} was {adj}.",
-        "I went with {name} and the {noun} was {adj}.",
-        "{name} thinks this {noun} is {adj}.",
-    ]
+def _swap_cases(rng: random.Random, n: int, check: str, templates: list[str], values: list[str]) -> list[Case]:
+    """Template sentences whose ``{slot}`` takes two different ``values``: the prediction must not change."""
     cases = []
     for i in range(n):
-        first, second = rng.sample(NAMES, 2)
+        first, second = rng.sample(values, 2)
         adj = rng.choice((POSITIVE, NEGATIVE)[i % 2])
-        text = rng.choice(templates).format(name="{name}", noun=rng.choice(NOUNS), adj=adj)
-        cases.append(Case("name_swap", text.format(name=first), text.format(name=second), True))
+        text = rng.choice(templates).format(slot="{slot}", noun=rng.choice(NOUNS), adj=adj)
+        cases.append(Case(check, text.format(slot=first), text.format(slot=second), True))
+    return cases
+
+
+def name_cases(rng: random.Random, n: int, test_texts: Sequence[str] = ()) -> list[Case]:
+    templates = [
+        "{slot} said the {noun} was {adj}.",
+        "I went with {slot} and the {noun} was {adj}.",
+        "{slot} thinks this {noun} is {adj}.",
+    ]
+    cases = _swap_cases(rng, n, "name_swap", templates, NAMES)
     mentioned = [t for t in test_texts if _NAME_RE.search(t)]
     for text in mentioned[:n]:
         found = _NAME_RE.search(text)
@@ -81,17 +87,11 @@ def name_cases(rng: random.Random, n: int, test_texts: Sequence[str] = ()) -> li
 
 def number_cases(rng: random.Random, n: int) -> list[Case]:
     templates = [
-        "I waited {num} minutes and the {noun} was {adj}.",
-        "After {num} days the {noun} is still {adj}.",
-        "We bought {num} tickets and the {noun} was {adj}.",
+        "I waited {slot} minutes and the {noun} was {adj}.",
+        "After {slot} days the {noun} is still {adj}.",
+        "We bought {slot} tickets and the {noun} was {adj}.",
     ]
-    cases = []
-    for i in range(n):
-        first, second = rng.sample(NUMBERS, 2)
-        adj = rng.choice((POSITIVE, NEGATIVE)[i % 2])
-        text = rng.choice(templates).format(num="{num}", noun=rng.choice(NOUNS), adj=adj)
-        cases.append(Case("number_swap", text.format(num=first), text.format(num=second), True))
-    return cases
+    return _swap_cases(rng, n, "number_swap", templates, NUMBERS)
 
 
 def build_cases(seed: int, per_check: int = 60, test_texts: Sequence[str] = ()) -> list[Case]:

@@ -17,6 +17,7 @@ from variantlab.core.preprocessing import (
     split_report,
     stratified_subsample,
 )
+from variantlab.paths import FEEDBACK_ID_PREFIX
 
 SPLIT_COLUMNS = ["id", "text", "label", "rating", "domain", "norm"]
 
@@ -34,14 +35,25 @@ def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
     frame = frame.assign(label=frame["label"].fillna(derived))
     frame = frame[frame["label"].notna()]
     split = assign_splits(frame, params.split.test_fraction, params.split.val_fraction, params.split.salt)
+    # Accepted feedback is training data: it never enters val or test (base rows win deduplication, so a
+    # feedback copy of a test sentence is dropped), and the frozen test set does not move when it arrives.
+    feedback = frame["id"].astype(str).str.startswith(FEEDBACK_ID_PREFIX).to_numpy()
+    split = split.where(~feedback, "train")
     full = {name: frame[split == name] for name in ("train", "val", "test")}
     check_leakage(full)
     held = {name: full[name]["domain"].isin(params.split.holdout_domains) for name in ("train", "val")}
+    is_feedback = full["train"]["id"].astype(str).str.startswith(FEEDBACK_ID_PREFIX)
+    base_train = full["train"][~held["train"] & ~is_feedback]
     splits = {
-        "train": stratified_subsample(full["train"][~held["train"]], params.split.train_subsample, params.project.seed),
+        "train": pd.concat(
+            [
+                stratified_subsample(base_train, params.split.train_subsample, params.project.seed),
+                full["train"][is_feedback],  # all of it, whatever the subsample
+            ]
+        ),
         "val": stratified_subsample(full["val"][~held["val"]], params.split.val_subsample, params.project.seed),
         "test": full["test"].sort_values("id"),  # the test set is never subsampled and keeps every domain
-        "extra": full["train"][held["train"]].sort_values("id"),  # for a more-data variant
+        "extra": full["train"][held["train"] & ~is_feedback].sort_values("id"),  # for a more-data variant
     }
     splits = {name: part[SPLIT_COLUMNS].reset_index(drop=True) for name, part in splits.items()}
     stats: dict[str, Any] = {
@@ -51,6 +63,7 @@ def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
         "rows_after_dedup": len(frame),
         "available": {name: len(part) for name, part in full.items()},
         "rows": {name: len(part) for name, part in splits.items()},
+        "feedback_rows": int(is_feedback.sum()),
         "class_balance": {
             name: {
                 str(k): round(float(v), 4) for k, v in part["label"].value_counts(normalize=True).sort_index().items()

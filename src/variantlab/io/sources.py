@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from variantlab import paths
 from variantlab.config import LABELS, Params, VaderSource
 from variantlab.core.corpus import VADER_FILES, conform_user_frame, parse_ground_truth
 from variantlab.errors import DataError, IntegrityError
@@ -121,6 +122,13 @@ def load_raw(params: Params, root: Path) -> tuple[pd.DataFrame, str]:
     if params.data.source == "vader":
         sdist = fetch_vader_sdist(params.data.vader)
         frame = read_vader(sdist, params.data.vader.member)
-        return frame, f"pypi:{params.data.vader.package}=={params.data.vader.version}#sha256={params.data.vader.sha256}"
-    frame = read_user_file(params.data.source, root)
-    return frame, f"file:{params.data.source}#sha256={sha256_file(project_file(params.data.source, root))}"
+        origin = f"pypi:{params.data.vader.package}=={params.data.vader.version}#sha256={params.data.vader.sha256}"
+    else:
+        frame = read_user_file(params.data.source, root)
+        origin = f"file:{params.data.source}#sha256={sha256_file(project_file(params.data.source, root))}"
+    accepted = root / paths.FEEDBACK_FILE
+    if accepted.is_file():  # new data the feedback flow validated and accepted: training data only
+        feedback = pd.read_parquet(accepted)
+        frame = pd.concat([frame, feedback[list(frame.columns)].astype(frame.dtypes.to_dict())], ignore_index=True)
+        origin += f" + {paths.FEEDBACK_FILE}#sha256={sha256_file(accepted)} ({len(feedback)} rows)"
+    return frame, origin

@@ -162,27 +162,13 @@ def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, deci
         cfg.registered_model, trained["model_uri"], run_id=trained["mlflow_run_id"], tags=tags, description=description
     )
     pipeline = os.environ.get(PARENT_ENV, "")
+    targets = [(registry.CHALLENGER, "challenger")] + ([(registry.CHAMPION, "promote")] if decision.promote else [])
     moves = [
         registry.move_alias(
-            cfg.registered_model,
-            registry.CHALLENGER,
-            version.version,
-            action="challenger",
-            reason=reason,
-            pipeline_run_id=pipeline,
+            cfg.registered_model, alias, version.version, action=action, reason=reason, pipeline_run_id=pipeline
         )
+        for alias, action in targets
     ]
-    if decision.promote:
-        moves.append(
-            registry.move_alias(
-                cfg.registered_model,
-                registry.CHAMPION,
-                version.version,
-                action="promote",
-                reason=reason,
-                pipeline_run_id=pipeline,
-            )
-        )
     return version.version, moves
 
 

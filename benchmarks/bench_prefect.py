@@ -1,0 +1,89 @@
+"""What Prefect orchestration adds to the default pipeline: flow wall time minus the stages' own time.
+
+Runs the retrain flow cold on a fresh copy of this project (default params, the real corpus and model) against
+a local Prefect server started for the purpose, and writes ``reports/bench/prefect.json``:
+
+- ``stage_seconds``: each stage's own command, from DVC's "Running stage" to its lock-file update;
+- ``task_seconds``: each task's body (the stage plus ``dvc repro`` start-up and DVC bookkeeping);
+- ``flow_seconds``: the flow call, end to end (MLflow parent run, task orchestration, artifacts).
+
+Usage: ``python -m benchmarks.bench_prefect`` (about 8 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "reports" / "bench" / "prefect.json"
+
+
+def copy_checkout(target: Path) -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (REPO / name).is_file() and not name.startswith(("tests/", "dvc.lock")):
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    git = ["git", "-c", "user.email=bench@example.com", "-c", "user.name=bench"]
+    subprocess.run([*git, "init", "-q"], cwd=target, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
+    subprocess.run([*git, "commit", "-qm", "bench"], cwd=target, check=True)
+
+
+def main() -> int:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from variantlab.io.services import prefect_server
+
+    with tempfile.TemporaryDirectory(prefix="variantlab-bench-prefect-") as tmp:
+        project = Path(tmp) / "project"
+        project.mkdir()
+        copy_checkout(project)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VARIANTLAB_", "PREFECT_API"))}
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        sys.path.insert(0, str(REPO))
+        from pipelines.retrain import retrain
+
+        with (
+            prefect_server(Path(tmp) / "prefect", env) as (api, server_seconds),
+            temporary_settings(updates={PREFECT_API_URL: api}),
+        ):
+            started = time.perf_counter()
+            results = retrain(root=str(project))
+            flow_seconds = time.perf_counter() - started
+    stage = sum(r["seconds"] for r in results)
+    task = sum(r["task_seconds"] for r in results)
+    report = {
+        "what": "retrain flow, cold, default params, one task per DVC stage, local Prefect server",
+        "tasks": len(results),
+        "flow_seconds": round(flow_seconds, 1),
+        "stage_seconds": round(stage, 1),
+        "task_seconds": round(task, 1),
+        "overhead_seconds": round(flow_seconds - stage, 1),
+        "overhead_fraction": round((flow_seconds - stage) / flow_seconds, 4),
+        "overhead_per_task_seconds": round((flow_seconds - stage) / len(results), 2),
+        "dvc_per_task_seconds": round((task - stage) / len(results), 2),
+        "prefect_per_task_seconds": round((flow_seconds - task) / len(results), 2),
+        "server_start_seconds": round(server_seconds, 1),
+        "per_stage": {r["stage"]: {"stage": r["seconds"], "task": r["task_seconds"]} for r in results},
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in report.items() if k != "per_stage"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""The deployments of prefect.yaml on a real Prefect server with a process worker, on tiny data.
+
+Starts `prefect server start` on loopback, creates the work pool, deploys from prefect.yaml, starts a worker,
+runs both deployments, and checks states, task runs, artifacts and MLflow tags; a bad data file fails the
+flow with the validation reason and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.helpers import clean_env, registry, run, tiny_project, tiny_sentences
+from variantlab.io.services import prefect_server, stop
+
+pytestmark = pytest.mark.server
+
+TRIGGER = """
+import json, sys
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowRunFilterParentFlowRunId
+from prefect.deployments import run_deployment
+
+flow_run = run_deployment(sys.argv[1], parameters=json.loads(sys.argv[2]), timeout=900, poll_interval=2)
+with get_client(sync_client=True) as client:
+    ids = [flow_run.id]
+    ids += [r.id for r in client.read_flow_runs()
+            if r.parent_task_run_id and client.read_task_run(r.parent_task_run_id).flow_run_id == flow_run.id]
+    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+    deployment = client.read_deployment(flow_run.deployment_id)
+print(json.dumps({
+    "id": str(flow_run.id), "subflows": [str(i) for i in ids[1:]],
+    "state": flow_run.state.type.value, "message": flow_run.state.message or "",
+    "tasks": {t.name: t.state.type.value for t in tasks},
+    "artifacts": sorted(a.key for a in artifacts if a.key),
+    "schedules": [s.schedule.cron for s in deployment.schedules if getattr(s.schedule, "cron", None)],
+}))
+"""
+
+MLFLOW_TAGS = """
+import json, sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                          filter_string="tags.`variantlab.stage` = 'pipeline'")
+print(json.dumps([r.data.tags.get("prefect.flow_run_id") for r in runs]))
+"""
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    base = tmp_path_factory.mktemp("prefect")
+    project = tiny_project(base / "project", data=tiny_sentences(240))
+    with prefect_server(base / "home", clean_env()) as (api, seconds):
+        env = clean_env(PREFECT_API_URL=api, PREFECT_HOME=str(base / "client"), VARIANTLAB_RETRY_BASE_S="1")
+        print(f"prefect server healthy after {seconds:.1f} s")
+        pool = run(project, "-m", "prefect", "work-pool", "create", "variantlab-process", "--type", "process", env=env)
+        assert pool.returncode == 0, pool.stdout + pool.stderr
+        deploy = run(project, "-m", "prefect", "--no-prompt", "deploy", "--all", env=env)
+        assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+        log = (base / "worker.log").open("wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "variantlab-process", "--limit", "1"],
+            cwd=project,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield project, env
+        finally:
+            stop(worker)
+            log.close()
+
+
+def trigger(project: Path, env: dict[str, str], name: str, parameters: dict[str, object]) -> dict[str, object]:
+    done = run(project, "-c", TRIGGER, name, json.dumps(parameters), env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_nightly_deployment_runs_every_stage_on_the_worker(deployed: tuple[Path, dict[str, str]]) -> None:
+    project, env = deployed
+    result = trigger(project, env, "variantlab-retrain/nightly-retrain", {})
+    assert result["state"] == "COMPLETED", result["message"]
+    assert result["schedules"] == ["0 2 * * *"]
+    stages = ["ingest", "validate", "prepare", "train@tfidf-logreg", "evaluate@tfidf-logreg", "compare", "promote"]
+    assert result["tasks"] == dict.fromkeys(stages, "COMPLETED")
+    assert {"leaderboard", "promotion", "mlflow-run"} <= set(result["artifacts"])
+    tagged = run(project, "-c", MLFLOW_TAGS, f"sqlite:///{project / 'mlflow.db'}", env=env)
+    assert result["id"] in json.loads(tagged.stdout.splitlines()[-1])
+    assert registry(project)["aliases"]["champion"] == "1"
+
+
+def test_new_data_is_validated_versioned_and_retrained_and_bad_data_changes_nothing(
+    deployed: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    project, env = deployed
+    bad = tmp_path / "bad.csv"
+    frame = tiny_sentences(60, seed=7)
+    frame.loc[3, "rating"] = 9.5  # outside [-4, 4]
+    frame.to_csv(bad, index=False)
+    before = registry(project)
+    refused = trigger(project, env, "variantlab-retrain-on-new-data/retrain-on-new-data", {"data_path": str(bad)})
+    assert refused["state"] == "FAILED"
+    assert "rejected, nothing changed" in refused["message"] and "rating" in refused["message"]
+    assert refused["tasks"] == {"validate-new-data": "FAILED"}
+    assert not (project / "data/feedback/accepted.parquet").exists()
+    assert registry(project) == before
+
+    good = tmp_path / "good.csv"
+    fresh = tiny_sentences(90, seed=11)
+    fresh["text"] = fresh["text"] + " indeed"  # new sentences, not copies of the corpus
+    fresh.to_csv(good, index=False)
+    accepted = trigger(project, env, "variantlab-retrain-on-new-data/retrain-on-new-data", {"data_path": str(good)})
+    assert accepted["state"] == "COMPLETED", accepted["message"]
+    for name in ("validate-new-data", "measure-drift", "append-data", "ingest", "prepare", "promote"):
+        assert accepted["tasks"].get(name) == "COMPLETED", (name, accepted["tasks"])
+    assert {"drift", "leaderboard", "promotion"} <= set(accepted["artifacts"])
+    versioned = pd.read_parquet(project / "data/feedback/accepted.parquet")
+    assert len(versioned) == 90 and versioned["id"].str.startswith("feedback:").all()
+    assert (project / "data/feedback/accepted.parquet.dvc").is_file()
+    prepared = json.loads((project / "metrics/prepare.json").read_text())
+    assert prepared["feedback_rows"] > 0
+    drift = json.loads((project / "reports/drift.json").read_text())
+    assert {c["name"] for c in drift["checks"]} == {"label_shift", "domain_shift", "length_shift", "centroid_distance"}
+    report = json.loads((project / "reports/promotion.json").read_text())
+    assert report["champion_before"] == "1"  # the gate decided against the champion the nightly run promoted
