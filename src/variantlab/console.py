@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 
 from variantlab.errors import VariantlabError
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so ``with`` blocks unwind (MLflow runs end KILLED, temp files go)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def debug_enabled(argv: Sequence[str]) -> bool:
@@ -49,8 +58,12 @@ def guarded(name: str, body: Callable[[], int], argv: Sequence[str]) -> int:
     Network failures exit with :data:`TRANSIENT_EXIT` so the Prefect flow retries them; user errors exit 2 and
     are never retried.
     """
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return body()
+    except Terminated:
+        print(f"{name}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except VariantlabError as exc:
         if debug_enabled(argv):
             traceback.print_exc()

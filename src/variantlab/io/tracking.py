@@ -89,14 +89,78 @@ def stage_run(
     """
     import mlflow
 
-    configure(root, project)
+    experiment_id = configure(root, project)
     tags = {"variantlab.stage": stage, "mlflow.source.git.commit": git_commit(root)}
     if variant:
         tags["variant"] = variant
     parent = os.environ.get(PARENT_ENV) or None
     name = f"{stage}:{variant}" if variant else stage
-    with mlflow.start_run(run_name=name, parent_run_id=parent, tags=tags, log_system_metrics=system_metrics) as run:
+    mark_orphans(experiment_id)
+    with (
+        mlflow.start_run(
+            run_name=name, parent_run_id=parent, tags={**tags, **owner_tags()}, log_system_metrics=system_metrics
+        ) as run,
+        ended_killed_on_interrupt(),
+    ):
         yield run
+
+
+OWNER_PID, OWNER_HOST = "variantlab.pid", "variantlab.host"
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process runs this MLflow run, so a later run can tell it was orphaned by ``kill -9``."""
+    import socket
+
+    return {OWNER_PID: str(os.getpid()), OWNER_HOST: socket.gethostname()}
+
+
+@contextlib.contextmanager
+def ended_killed_on_interrupt() -> Iterator[None]:
+    """Ctrl-C or SIGTERM inside the block ends the active run KILLED (MLflow alone would say FAILED)."""
+    import mlflow
+
+    from variantlab.console import Terminated
+
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated):
+        mlflow.end_run("KILLED")
+        raise
+
+
+def _alive(pid: int, started_ms: int) -> bool:
+    """Whether ``pid`` is still the process that started a run at ``started_ms`` (pids get reused)."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).create_time() * 1000 <= started_ms + 1000)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def mark_orphans(experiment_id: str) -> list[str]:
+    """End FAILED every RUNNING run of this host whose process is gone (killed with -9, power loss)."""
+    import socket
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST}` = '{socket.gethostname()}'",
+        max_results=200,
+    )
+    orphans = []
+    for run in runs:
+        pid = run.data.tags.get(OWNER_PID, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid), run.info.start_time):
+            client.set_tag(run.info.run_id, "variantlab.orphaned", "process gone; marked FAILED by a later run")
+            client.set_terminated(run.info.run_id, "FAILED")
+            orphans.append(run.info.run_id)
+    if orphans:
+        logging.getLogger(__name__).warning("marked %d orphaned MLflow run(s) FAILED: %s", len(orphans), orphans)
+    return orphans
 
 
 def log_dvc_inputs(paths: Mapping[str, Path]) -> dict[str, str]:
@@ -130,11 +194,12 @@ def pipeline_run(
 
     import mlflow
 
-    configure(root, project)
+    experiment_id = configure(root, project)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     run_name = name or f"pipeline-{stamp}-{git_short(root)}"
     all_tags = {"variantlab.stage": "pipeline", "mlflow.source.git.commit": git_commit(root), **(tags or {})}
-    with mlflow.start_run(run_name=run_name, tags=all_tags) as run:
+    mark_orphans(experiment_id)
+    with mlflow.start_run(run_name=run_name, tags={**all_tags, **owner_tags()}) as run, ended_killed_on_interrupt():
         previous = os.environ.get(PARENT_ENV)
         os.environ[PARENT_ENV] = run.info.run_id
         try:
