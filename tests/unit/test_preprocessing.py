@@ -31,15 +31,15 @@ def test_label_thresholds_are_inclusive() -> None:
 def test_deduplicate_exact_then_normalised() -> None:
     raw = pd.DataFrame(
         {
-            "id": list("abcd"),
-            "text": ["Good!", "Good!", "good", "other"],
-            "rating": [1.0] * 4,
-            "label": [None] * 4,
-            "domain": ["tweets"] * 4,
+            "id": list("abcde"),
+            "text": ["Good!", "Good!", "good", "other", "!!!"],
+            "rating": [1.0] * 5,
+            "label": [None] * 5,
+            "domain": ["tweets"] * 5,
         }
     )
     out = deduplicate(raw)
-    assert (out.exact_duplicates, out.normalised_duplicates) == (1, 1)
+    assert (out.exact_duplicates, out.normalised_duplicates, out.without_words) == (1, 1, 1)
     assert list(out.frame["id"]) == ["a", "d"]
 
 

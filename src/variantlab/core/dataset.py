@@ -60,6 +60,7 @@ def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
         "raw_rows": len(raw),
         "exact_duplicates": dedup.exact_duplicates,
         "normalised_duplicates": dedup.normalised_duplicates,
+        "texts_without_words": dedup.without_words,
         "rows_after_dedup": len(frame),
         "available": {name: len(part) for name, part in full.items()},
         "rows": {name: len(part) for name, part in splits.items()},

@@ -37,16 +37,20 @@ class Deduplicated:
     frame: pd.DataFrame
     exact_duplicates: int
     normalised_duplicates: int
+    without_words: int = 0  # texts with nothing left after normalisation ("!!!", "&amp;")
 
 
 def deduplicate(raw: pd.DataFrame) -> Deduplicated:
-    """Drop exact duplicates of the text, then texts equal after normalisation; the first occurrence stays."""
+    """Drop exact duplicates of the text, then texts equal after normalisation (the first occurrence stays),
+    and texts with no word left after normalisation; each is counted on its own."""
     frame = raw.assign(text=raw["text"].map(clean_text))
     exact = frame.duplicated("text", keep="first")
     frame = frame[~exact]
     frame = frame.assign(norm=frame["text"].map(normalise_text))
-    normalised = frame.duplicated("norm", keep="first") | (frame["norm"] == "")
-    return Deduplicated(frame[~normalised].reset_index(drop=True), int(exact.sum()), int(normalised.sum()))
+    empty = frame["norm"] == ""
+    normalised = frame.duplicated("norm", keep="first") & ~empty
+    kept = frame[~normalised & ~empty].reset_index(drop=True)
+    return Deduplicated(kept, int(exact.sum()), int(normalised.sum()), int(empty.sum()))
 
 
 def split_unit(norm: pd.Series, salt: str) -> np.ndarray:

@@ -37,7 +37,7 @@ def run(argv: Sequence[str] | None) -> int:
         stats = prepared.stats
         mlflow.log_metrics(
             {f"rows.{k}": v for k, v in stats["rows"].items()}
-            | {"exact_duplicates": stats["exact_duplicates"], "normalised_duplicates": stats["normalised_duplicates"]}
+            | {k: stats[k] for k in ("exact_duplicates", "normalised_duplicates", "texts_without_words")}
         )
         mlflow.set_tag("test_sha256", stats["test_sha256"])
         mlflow.log_dict(stats, "prepare/stats.json")
@@ -51,7 +51,8 @@ def run(argv: Sequence[str] | None) -> int:
         write_json(ctx.path(paths.stage_metrics("prepare")), {**stats, "mlflow_run_id": run.info.run_id})
     info(
         f"prepare: train {stats['rows']['train']}, val {stats['rows']['val']}, test {stats['rows']['test']} "
-        f"(dropped {stats['exact_duplicates']} exact + {stats['normalised_duplicates']} normalised duplicates); "
+        f"(dropped {stats['exact_duplicates']} exact + {stats['normalised_duplicates']} normalised duplicates, "
+        f"{stats['texts_without_words']} without words); "
         f"test sha256 {stats['test_sha256'][:12]}"
     )
     return 0
