@@ -1,8 +1,9 @@
 """Two pipelines promoting at once on one registry end with exactly one champion and a consistent history.
 
-Both decide against "no champion yet" (a pause holds their decision windows open together), so without the
-registry lock and the re-read both would move @champion. With them, the second to take the lock sees that the
-champion moved, decides again against it, and the history shows every move in order.
+Both decide against "no champion yet" (an 8 s pause, wider than any start-up skew, holds their decision windows
+open together), so without the registry lock and the re-read both would move @champion. With them, the second
+to take the lock sees that the champion moved, decides again against it, and the history shows every move in
+order.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tests.helpers import clean_env, registry, run, set_variants, tiny_project, 
 
 def test_two_promotions_racing_leave_one_champion_and_a_consistent_history(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'shared.db'}"
-    env = clean_env(MLFLOW_TRACKING_URI=store, VARIANTLAB_PROMOTE_PAUSE_S="4")
+    env = clean_env(MLFLOW_TRACKING_URI=store, VARIANTLAB_PROMOTE_PAUSE_S="8")
     projects = []
     for name, variant in (("a", {"kind": "tfidf-logreg", "min_df": 1}), ("b", {"kind": "tfidf-logreg", "C": 2.0})):
         project = tiny_project(tmp_path / name, data=tiny_sentences(300), extra={"promotion": {"floor": 0.1}})
