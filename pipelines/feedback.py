@@ -8,7 +8,6 @@ promotion gate decides. Invalid data fails the flow before anything is written, 
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -132,7 +131,7 @@ def append_data(data_path: str, root: str) -> dict[str, Any]:
     """Append the accepted rows to data/feedback/accepted.parquet and version it with ``dvc add``."""
     import pandas as pd
 
-    from variantlab.io.files import sha256_file, write_parquet
+    from variantlab.io.files import md5_file, sha256_file, write_parquet
 
     project = Path(root)
     new = read_new_data(Path(data_path))
@@ -152,7 +151,7 @@ def append_data(data_path: str, root: str) -> dict[str, Any]:
     )
     if done.returncode != 0:
         raise RuntimeError(f"dvc add {paths.FEEDBACK_FILE} failed:\n{done.stdout}{done.stderr}")
-    digest = hashlib.md5(target.read_bytes(), usedforsecurity=False).hexdigest()
+    digest = md5_file(target)
     get_run_logger().info("appended %d new rows (%d in all) -> %s (md5 %s)", len(fresh), len(combined), target, digest)
     return {"appended": len(fresh), "total": len(combined), "md5": digest, "batch": batch}
 

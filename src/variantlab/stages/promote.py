@@ -44,13 +44,13 @@ class Candidate:
 
 
 def load_candidate(ctx: StageContext, variant: str, test: Any) -> Candidate:
+    import pandas as pd
+
     from variantlab.core.promotion import Scored
     from variantlab.io.files import read_json
 
     evaluated = read_json(ctx.path(paths.eval_metrics(variant)))
     trained = read_json(ctx.path(paths.train_metrics(variant)))
-    import pandas as pd
-
     frame = pd.read_parquet(ctx.path(paths.predictions_path(variant))).set_index("id")
     predictions = pd.Series(frame.loc[test["id"], "predicted"].to_numpy(), index=test.index).astype(str)
     scored = Scored(
@@ -203,6 +203,7 @@ def run(argv: Sequence[str] | None) -> int:
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
     configure(ctx.root, ctx.params.project.name)
     tracked = contextlib.nullcontext() if dry else stage_run("promote", root=ctx.root, project=ctx.params.project.name)
+    digest = ""
     with tracked:
         if not dry:
             mlflow.set_tag("variant", best_name)
@@ -213,7 +214,7 @@ def run(argv: Sequence[str] | None) -> int:
             moves: list[Any] = []
             if dry or "already champion" in decision.failed:
                 break
-            digest = model_digest(best.trained["model_uri"])
+            digest = digest or model_digest(best.trained["model_uri"])  # once, not on every re-decision
             time.sleep(pause)
             with registry.registry_lock(cfg.registered_model):
                 now = registry.champion(cfg.registered_model)
