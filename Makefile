@@ -10,7 +10,8 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup fetch run test test-fast lint format bench bench-prefect ui lock clean prefect-server deploy worker serve
+.PHONY: help setup fetch run test test-fast lint format bench bench-prefect ui lock clean prefect-server deploy worker serve \
+	stack-up stack-down stack-status remote
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,6 +69,18 @@ worker: $(STAMP)  ## a process worker that runs the deployments' flow runs from 
 
 serve: $(STAMP)  ## serve both deployments from one process (no work pool, no worker)
 	$(BIN)/variantlab serve
+
+stack-up: $(STAMP)  ## the team stack without Docker: PostgreSQL, S3 (moto), MLflow server, Prefect server
+	bash infra/local/up.sh
+
+stack-down: $(STAMP)  ## stop the local team stack (its data stays in .variantlab/stack)
+	bash infra/local/down.sh
+
+stack-status: $(STAMP)  ## which services of the local team stack run
+	bash infra/local/status.sh
+
+remote: $(STAMP)  ## make params.yaml's remote (default: the team stack's bucket) DVC's default remote
+	$(BIN)/variantlab remote
 
 ui: $(STAMP)  ## open the MLflow UI on the default store (http://127.0.0.1:5000)
 	$(BIN)/variantlab ui

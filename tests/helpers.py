@@ -170,21 +170,23 @@ REGISTRY = """
 import json, sys, mlflow
 mlflow.set_tracking_uri(sys.argv[1])
 client = mlflow.MlflowClient()
-versions = client.search_model_versions("name = 'variantlab-sentiment'")
-model = client.get_registered_model("variantlab-sentiment") if versions else None
+versions = client.search_model_versions(f"name = '{sys.argv[2]}'")
+model = client.get_registered_model(sys.argv[2]) if versions else None
 history = sorted((json.loads(v) for k, v in (model.tags if model else {}).items()
                   if k.startswith("variantlab.alias_history.")), key=lambda m: m["seq"])
 aliases = {k: str(v) for k, v in (model.aliases if model else {}).items()}
 print(json.dumps({"versions": len(versions), "aliases": aliases, "history": history,
-                  "locks": [m.name for m in client.search_registered_models() if m.name.endswith(".lock")]}))
+                  "locks": [m.name for m in client.search_registered_models() if m.name == sys.argv[2] + ".lock"]}))
 """
 
 
-def registry(project: Path, uri: str | None = None) -> dict[str, Any]:
-    """Versions, aliases, alias history and stray locks of ``variantlab-sentiment``, read by a fresh process."""
+def registry(
+    project: Path, uri: str | None = None, env: dict[str, str] | None = None, name: str = "variantlab-sentiment"
+) -> dict[str, Any]:
+    """Versions, aliases, alias history and stray locks of registered model ``name``, read by a fresh process."""
     import json
 
-    done = run(project, "-c", REGISTRY, uri or f"sqlite:///{project / 'mlflow.db'}")
+    done = run(project, "-c", REGISTRY, uri or f"sqlite:///{project / 'mlflow.db'}", name, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 

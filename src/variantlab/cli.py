@@ -210,6 +210,46 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from variantlab.io.stack import Ports, Stack, read_env_file
+
+    stack = Stack(args.state, Ports(args.postgres_port, args.s3_port, args.mlflow_port, args.prefect_port))
+    if args.action == "up":
+        seconds = stack.up(info)
+        if seconds:
+            timings = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+            info(f"stack healthy ({timings}); use it with: set -a; source {stack.env_file}; set +a")
+    elif args.action == "down":
+        stopped = stack.down()
+        info(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    elif args.action == "status":
+        record = stack.record()
+        for name, alive in stack.status().items():
+            port = record.get("ports", {}).get(name, "-")
+            print(f"{name:<9} {'running' if alive else 'stopped':<8} {stack.host}:{port}")
+        return 0 if all(stack.status().values()) else 3
+    elif args.action == "env":
+        if not stack.env_file.exists():
+            raise VariantlabError(f"{stack.env_file} does not exist: start the stack with `variantlab stack up`")
+        for key, value in read_env_file(stack.env_file).items():
+            print(f"export {key}={value}")
+    return 0
+
+
+def _cmd_remote(args: argparse.Namespace) -> int:
+    from variantlab.config import load_params
+    from variantlab.io.dvc import configure_remote
+    from variantlab.io.tracking import project_root
+
+    root = project_root()
+    remote = load_params(root / "params.yaml").remote
+    url = args.url or remote.url
+    url, endpoint = configure_remote(root, remote.name, url, args.endpoint_url or remote.endpoint_url)
+    info(f"DVC remote '{remote.name}' (default) -> {url}" + (f" via {endpoint}" if endpoint else ""))
+    info("move data and models with `dvc push` and `dvc pull`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="variantlab", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -249,6 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the Prefect deployments from this process (no work pool needed)")
     serve.add_argument("--cron", help="schedule of nightly-retrain (default: 0 2 * * *, UTC)")
     serve.set_defaults(func=_cmd_serve)
+    stack = sub.add_parser("stack", help="the team stack on this machine, without Docker (infra/local)")
+    stack.add_argument("action", choices=["up", "down", "status", "env"])
+    stack.add_argument("--state", type=Path, default=Path(".variantlab/stack"), help="where its data and logs live")
+    for service, port in (("postgres", 5433), ("s3", 9000), ("mlflow", 5000), ("prefect", 4200)):
+        stack.add_argument(f"--{service}-port", type=int, default=port, help=f"default {port}; 0: any free port")
+    stack.set_defaults(func=_cmd_stack)
+    remote = sub.add_parser("remote", help="make params.yaml's remote (or the team stack's bucket) DVC's default")
+    remote.add_argument("--url", help="override remote.url")
+    remote.add_argument("--endpoint-url", help="override remote.endpoint_url")
+    remote.set_defaults(func=_cmd_remote)
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

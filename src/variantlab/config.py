@@ -181,6 +181,14 @@ class FeedbackConfig(Strict):
     reject_on_drift: bool = False  # drift is reported; with true, drifted data is refused like invalid data
 
 
+class RemoteConfig(Strict):
+    """The DVC remote that ``variantlab remote`` (``make remote``) configures: data and models go there on push."""
+
+    name: str = Field("storage", pattern=r"^[A-Za-z0-9_-]+$")
+    url: str | None = None  # e.g. s3://variantlab/dvc; null: $VARIANTLAB_DVC_REMOTE_URL (the team stack sets it)
+    endpoint_url: str | None = None  # an S3-compatible store; null: $VARIANTLAB_S3_ENDPOINT_URL, else AWS itself
+
+
 class ProfileOverrides(Strict):
     """What a profile changes: split settings, and settings of every fine-tuning variant."""
 
@@ -200,6 +208,7 @@ class Params(Strict):
     variants: dict[str, Variant] = Field(min_length=1)
     promotion: PromotionConfig = PromotionConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    remote: RemoteConfig = RemoteConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> Params:

@@ -84,3 +84,31 @@ def repro(
     result.returncode = proc.wait()
     result.output = "".join(lines)
     return result
+
+
+def configure_remote(root: Path, name: str, url: str | None, endpoint_url: str | None) -> tuple[str, str | None]:
+    """Make ``name`` the default DVC remote in ``.dvc/config.local`` (per machine: endpoints and ports differ).
+
+    ``url``/``endpoint_url`` default to ``$VARIANTLAB_DVC_REMOTE_URL``/``$VARIANTLAB_S3_ENDPOINT_URL`` (the team
+    stack's ``stack.env``). Credentials are not written anywhere: DVC's S3 client reads ``AWS_*`` from the
+    environment, as boto does.
+    """
+    from variantlab.errors import ConfigError
+
+    url = url or os.environ.get("VARIANTLAB_DVC_REMOTE_URL")
+    endpoint_url = endpoint_url or os.environ.get("VARIANTLAB_S3_ENDPOINT_URL")
+    if not url:
+        raise ConfigError(
+            "params.yaml: remote.url is null and VARIANTLAB_DVC_REMOTE_URL is not set: give the remote's URL "
+            "(e.g. s3://variantlab/dvc), or `set -a; source .variantlab/stack/stack.env` after `make stack-up`"
+        )
+    commands = [["remote", "add", "--local", "--force", "--default", name, url]]
+    if endpoint_url:
+        commands.append(["remote", "modify", "--local", name, "endpointurl", endpoint_url])
+    for argv in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", *argv], cwd=root, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise ConfigError(f"dvc {' '.join(argv[:2])} failed: {done.stderr.strip()[-600:]}")
+    return url, endpoint_url

@@ -153,7 +153,18 @@ def register(name: str, model_uri: str, *, run_id: str, tags: dict[str, str], de
     except MlflowException:
         with contextlib.suppress(MlflowException):  # a writer without our lock may have created it meanwhile
             client.create_registered_model(name, description="Sentiment variants trained and promoted by variantlab.")
-    mv = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, description=description)
+    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
+
+    # A tracking server checks that a `models:/m-...` source names its logged model: pass its id as MLflow's
+    # own register_model does (a local store does not check).
+    mv = client.create_model_version(
+        name,
+        model_uri,
+        run_id=run_id,
+        tags=tags,
+        description=description,
+        model_id=_parse_model_id_if_present(model_uri),
+    )
     return RegisteredVersion(str(mv.version), run_id, tags)
 
 

@@ -1,0 +1,225 @@
+"""The pipeline against the team stack: MLflow server on PostgreSQL with S3 artifacts and basic auth, DVC S3 remote.
+
+Everything here is real: the services `infra/local/up.sh` starts (PostgreSQL, moto's S3 server, `mlflow server`,
+`prefect server`), the stages, DVC pushing to and pulling from the bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import DELETE, clean_env, registry, run, tiny_project, tiny_sentences
+from variantlab.io.stack import BUCKET, basic_auth_header, http_status, s3_client
+
+pytestmark = pytest.mark.stack
+
+
+def stack_env(team_stack: dict[str, str], **extra: str) -> dict[str, str]:
+    return clean_env(**team_stack, **extra)
+
+
+def names(tag: str) -> dict[str, Any]:
+    """Experiment and registered-model names of their own: tests share one server."""
+    unique = f"{tag}-{int(time.time() * 1000) % 10**9}"
+    return {"project": {"name": unique}, "promotion": {"registered_model": f"variantlab-{unique}"}}
+
+
+def bucket_keys(team_stack: dict[str, str], prefix: str) -> list[str]:
+    s3 = s3_client(
+        team_stack["VARIANTLAB_S3_ENDPOINT_URL"], team_stack["AWS_ACCESS_KEY_ID"], team_stack["AWS_SECRET_ACCESS_KEY"]
+    )
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+    return keys
+
+
+def sha256_tree(root: Path, outs: list[str]) -> dict[str, str]:
+    digests = {}
+    for out in outs:
+        path = root / out
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digests[str(file.relative_to(root))] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return digests
+
+
+def cached_outs(project: Path) -> list[str]:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return sorted({o["path"] for stage in lock["stages"].values() for o in stage.get("outs", [])})
+
+
+INSPECT = """
+import json, sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+experiment = mlflow.get_experiment_by_name(sys.argv[2])
+runs = mlflow.search_runs([experiment.experiment_id], output_format="list", max_results=1000)
+client = mlflow.MlflowClient()
+out = {"artifact_location": experiment.artifact_location, "runs": {}}
+for r in runs:
+    history = {k: len(client.get_metric_history(r.info.run_id, k)) for k in r.data.metrics
+               if not k.startswith("system/")}
+    out["runs"][r.info.run_id] = {"name": r.info.run_name, "status": r.info.status, "history": history,
+                                  "metrics": {k: v for k, v in r.data.metrics.items() if not k.startswith("system/")}}
+print(json.dumps(out))
+"""
+
+
+def inspect(project: Path, env: dict[str, str]) -> dict[str, Any]:
+    name = "variantlab-" + yaml.safe_load((project / "params.yaml").read_text())["project"]["name"]
+    done = run(project, "-c", INSPECT, env["MLFLOW_TRACKING_URI"], name, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def json_metrics(project: Path) -> dict[str, dict[str, float]]:
+    """Every stage's metrics file, keyed by the MLflow run it names: numbers only, flattened."""
+    from variantlab.io.tracking import flatten
+
+    out = {}
+    for file in sorted((project / "metrics").rglob("*.json")):
+        data = json.loads(file.read_text())
+        if "mlflow_run_id" in data:
+            out[data["mlflow_run_id"]] = {
+                k: float(v) for k, v in flatten(data).items() if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, team_stack: dict[str, str], tiny_bert: tuple[Path, str]) -> Path:
+    """The pipeline on tiny data (TF-IDF baseline + a probe on a tiny BERT) tracked on the stack's MLflow server."""
+    project = tiny_project(
+        tmp_path_factory.mktemp("served") / "project",
+        *tiny_bert,
+        data=tiny_sentences(240),
+        extra={**names("served"), "variants": {"tiny-lora": DELETE}},
+    )
+    done = run(project, "-m", "variantlab.cli", "run", env=stack_env(team_stack), timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return project
+
+
+def test_runs_metrics_and_artifacts_land_on_the_server_and_in_the_bucket(
+    served: Path, team_stack: dict[str, str]
+) -> None:
+    env = stack_env(team_stack)
+    tracked = inspect(served, env)
+    assert tracked["artifact_location"].startswith("mlflow-artifacts:"), "artifacts must go through the server"
+    statuses = sorted((r["name"].split("-")[0], r["status"]) for r in tracked["runs"].values())
+    assert all(status == "FINISHED" for _, status in statuses), statuses
+    # every number a stage wrote to its metrics file is on the server, unchanged
+    for run_id, metrics in json_metrics(served).items():
+        logged = tracked["runs"][run_id]["metrics"]
+        common = set(logged) & set(metrics)
+        assert common, f"run {run_id} has no metrics in common with its metrics file"
+        assert all(abs(logged[k] - metrics[k]) < 1e-9 for k in common), run_id
+    # the model files are objects in the S3 bucket
+    experiment_id = tracked["artifact_location"].split(":")[-1].strip("/").split("/")[0]
+    keys = bucket_keys(team_stack, f"mlflow/{experiment_id}/")
+    assert any(k.endswith("model.safetensors") for k in keys), keys[:20]
+    assert any(k.endswith("MLmodel") for k in keys), keys[:20]
+
+
+def test_the_champion_loads_and_verifies_through_the_server(served: Path, team_stack: dict[str, str]) -> None:
+    params = yaml.safe_load((served / "params.yaml").read_text())
+    name = params["promotion"]["registered_model"]
+    env = stack_env(team_stack)
+    state = registry(served, env["MLFLOW_TRACKING_URI"], env=env, name=name)
+    assert state["aliases"].get("champion") == "1", state
+    verified = run(served, "-m", "variantlab.cli", "verify", f"models:/{name}@champion", env=env, timeout=600)
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-2000:]
+    assert "FAIL" not in verified.stdout
+
+
+def test_requests_without_valid_credentials_are_refused(team_stack: dict[str, str]) -> None:
+    uri = team_stack["MLFLOW_TRACKING_URI"]
+    search = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    user, password = team_stack["MLFLOW_TRACKING_USERNAME"], team_stack["MLFLOW_TRACKING_PASSWORD"]
+    assert http_status(search) == 401
+    assert http_status(search, {"Authorization": basic_auth_header(user, password + "x")}) == 401
+    assert http_status(search, {"Authorization": basic_auth_header(user, password)}) == 200
+    assert http_status(f"{uri}/health") == 200  # health checks need no credentials
+    # and a client without credentials gets a clear error, not a silent local fallback
+    env = clean_env(MLFLOW_TRACKING_URI=uri)
+    done = run(Path.cwd(), "-c", "import mlflow; mlflow.search_experiments()", env=env)
+    assert done.returncode != 0 and "401" in done.stderr
+
+
+def test_dvc_push_then_pull_into_a_fresh_clone_restores_every_output(
+    served: Path, team_stack: dict[str, str], tmp_path: Path
+) -> None:
+    env = stack_env(team_stack)
+    remote_url = f"s3://{BUCKET}/dvc-{served.parent.name}"
+    configured = run(served, "-m", "variantlab.cli", "remote", "--url", remote_url, env=env)
+    assert configured.returncode == 0, configured.stderr[-2000:]
+    pushed = run(served, "-m", "dvc", "push", env=env)
+    assert pushed.returncode == 0, pushed.stderr[-2000:]
+    assert bucket_keys(team_stack, f"dvc-{served.parent.name}/files/md5/"), "nothing reached the bucket"
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=test"]
+    subprocess.run([*git, "add", "-A"], cwd=served, check=True)
+    subprocess.run([*git, "commit", "-qm", "pipeline outputs"], cwd=served, check=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(served), str(clone)], check=True)
+    outs = cached_outs(served)
+    assert not any((clone / out).exists() for out in outs), "outputs must come from the remote, not git"
+    configured = run(clone, "-m", "variantlab.cli", "remote", "--url", remote_url, env=env)
+    assert configured.returncode == 0, configured.stderr[-2000:]
+    pulled = run(clone, "-m", "dvc", "pull", env=env)
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    assert sha256_tree(clone, outs) == sha256_tree(served, outs)
+    status = run(clone, "-m", "dvc", "status", env=env)
+    assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+
+
+def test_two_pipelines_writing_at_once_lose_no_run_and_no_metric(tmp_path: Path, team_stack: dict[str, str]) -> None:
+    shared = names("race")  # one registered model: both pipelines compete for @champion through the server
+    projects = []
+    for side in ("a", "b"):
+        extra = {**shared, "project": {"name": f"{shared['project']['name']}-{side}"}}
+        projects.append(tiny_project(tmp_path / side, data=tiny_sentences(240), extra=extra))
+    env = stack_env(team_stack)
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    started = time.monotonic()
+
+    def pipeline(project: Path) -> None:
+        results[project.name] = run(project, "-m", "variantlab.cli", "run", env=env, timeout=1200)
+
+    threads = [threading.Thread(target=pipeline, args=(p,)) for p in projects]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - started
+    for name, done in results.items():
+        assert done.returncode == 0, f"{name}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+    tracked = [inspect(p, env) for p in projects]
+    expected_runs = 1 + len(yaml.safe_load((projects[0] / "dvc.lock").read_text())["stages"])
+    by_stage = []
+    for project, server in zip(projects, tracked, strict=True):
+        assert len(server["runs"]) == expected_runs, (project.name, sorted(r["name"] for r in server["runs"].values()))
+        assert all(r["status"] == "FINISHED" for r in server["runs"].values())
+        for run_id, metrics in json_metrics(project).items():
+            logged = server["runs"][run_id]["metrics"]
+            common = set(metrics) & set(logged)
+            assert common and all(abs(logged[k] - metrics[k]) < 1e-9 for k in common)
+        # promote differs by design: whoever registers first is compared with the baseline, the other with it
+        stages = [r for r in server["runs"].values() if not r["name"].startswith(("pipeline", "promote"))]
+        by_stage.append({r["name"]: r["history"] for r in stages})
+    # the same pipeline on the same data: every stage run has the same metric keys and history lengths
+    assert by_stage[0] == by_stage[1]
+    n_metrics = sum(len(h) for h in by_stage[0].values())
+    model = shared["promotion"]["registered_model"]
+    state = registry(projects[0], env["MLFLOW_TRACKING_URI"], env=env, name=model)
+    assert "champion" in state["aliases"] and not state["locks"], state
+    assert [m["seq"] for m in state["history"]] == list(range(1, len(state["history"]) + 1))
+    print(f"two pipelines at once: {wall:.1f} s, {expected_runs} runs and {n_metrics} metric keys each, none lost")
