@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
 .PHONY: help setup fetch run test test-fast lint format bench bench-prefect ui lock clean prefect-server deploy worker serve \
-	stack-up stack-down stack-status remote
+	stack-up stack-down stack-status remote bench-stack
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,9 @@ bench: $(STAMP)  ## side-by-side benchmarks, JSON under reports/bench/
 
 bench-prefect: $(STAMP)  ## Prefect's overhead on the cold default flow -> reports/bench/prefect.json (~8 min)
 	$(BIN)/python -m benchmarks.bench_prefect
+
+bench-stack: $(STAMP)  ## team stack start-up cost and concurrent MLflow writers, server vs SQLite -> reports/bench/stack.json
+	$(BIN)/python -m benchmarks.bench_stack
 
 PREFECT_PORT ?= 4200
 deploy worker: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api

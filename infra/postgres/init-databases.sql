@@ -1,0 +1,4 @@
+-- One PostgreSQL for the team stack: MLflow's tracking store and registry, MLflow's users (basic auth), Prefect.
+CREATE DATABASE mlflow;
+CREATE DATABASE mlflow_auth;
+CREATE DATABASE prefect;
