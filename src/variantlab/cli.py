@@ -28,13 +28,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import mlflow
 
         mlflow.log_artifact(str(root / "params.yaml"))
-        result = dvc.repro(root, *args.targets, env={PARENT_ENV: parent.info.run_id})
+        env = {PARENT_ENV: parent.info.run_id, **({"VARIANTLAB_RESUME": "1"} if args.resume else {})}
+        result = dvc.repro(root, *args.targets, env=env)
         for stage in result.skipped:
             record_reused(stage, root / dvc.metrics_file(stage), root=root, project=params.project.name)
         mlflow.set_tags({"stages.ran": ",".join(result.ran)[:5000], "stages.reused": ",".join(result.skipped)[:5000]})
         mlflow.log_metrics({f"stage_seconds.{name.replace('@', '.')}": s for name, s in result.seconds.items()})
-        if result.returncode != 0:
-            raise VariantlabError(f"dvc repro failed (exit {result.returncode}); see the stage error above")
+        if result.returncode != 0:  # end on the stage's own line: file, column, rows, what to do
+            raise VariantlabError(result.stage_error() or f"dvc repro failed (exit {result.returncode}); see above")
     _print_summary(root)
     _print_timings(result.seconds, result.skipped)
     return 0
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the DVC pipeline under one MLflow parent run")
     run.add_argument("targets", nargs="*", help="DVC stages to reproduce (default: all)")
+    run.add_argument(
+        "--resume", action="store_true", help="fine-tuning continues from its last checkpoint (after a crash or kill)"
+    )
     run.set_defaults(func=_cmd_run)
     fetch = sub.add_parser("fetch", help="download the default data and check every model's pinned hash")
     fetch.set_defaults(func=_cmd_fetch)

@@ -11,6 +11,7 @@ import json
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,16 @@ client = mlflow.MlflowClient()
 out = {"artifact_location": experiment.artifact_location, "runs": {}}
 for r in runs:
     history = {k: len(client.get_metric_history(r.info.run_id, k)) for k in r.data.metrics
-               if not k.startswith("system/")}
+               if not k.startswith("system/")} if sys.argv[3] == "1" else {}
     out["runs"][r.info.run_id] = {"name": r.info.run_name, "status": r.info.status, "history": history,
                                   "metrics": {k: v for k, v in r.data.metrics.items() if not k.startswith("system/")}}
 print(json.dumps(out))
 """
 
 
-def inspect(project: Path, env: dict[str, str]) -> dict[str, Any]:
+def inspect(project: Path, env: dict[str, str], history: bool = True) -> dict[str, Any]:
     name = "variantlab-" + yaml.safe_load((project / "params.yaml").read_text())["project"]["name"]
-    done = run(project, "-c", INSPECT, env["MLFLOW_TRACKING_URI"], name, env=env)
+    done = run(project, "-c", INSPECT, env["MLFLOW_TRACKING_URI"], name, str(int(history)), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -95,25 +96,52 @@ def json_metrics(project: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+@dataclass
+class Pair:
+    """Two checkouts of the same pipeline (TF-IDF + a probe on a tiny BERT, tiny data) run at once against the
+    stack's MLflow server: own experiments, one registered model, so both compete for @champion."""
+
+    projects: list[Path]
+    model: str
+    wall: float
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, team_stack: dict[str, str], tiny_bert: tuple[Path, str]) -> Path:
-    """The pipeline on tiny data (TF-IDF baseline + a probe on a tiny BERT) tracked on the stack's MLflow server."""
-    project = tiny_project(
-        tmp_path_factory.mktemp("served") / "project",
-        *tiny_bert,
-        data=tiny_sentences(240),
-        extra={**names("served"), "variants": {"tiny-lora": DELETE}},
-    )
-    done = run(project, "-m", "variantlab.cli", "run", env=stack_env(team_stack), timeout=1200)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return project
+def pair(tmp_path_factory: pytest.TempPathFactory, team_stack: dict[str, str], tiny_bert: tuple[Path, str]) -> Pair:
+    shared = names("pair")
+    base = tmp_path_factory.mktemp("pair")
+    projects = []
+    for side in ("a", "b"):
+        extra = {
+            **shared,
+            "project": {"name": f"{shared['project']['name']}-{side}"},
+            "variants": {"tiny-lora": DELETE},
+        }
+        projects.append(tiny_project(base / side, *tiny_bert, data=tiny_sentences(240), extra=extra))
+    env = stack_env(team_stack)
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def pipeline(project: Path) -> None:
+        results[project.name] = run(project, "-m", "variantlab.cli", "run", env=env, timeout=1200)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=pipeline, args=(p,)) for p in projects]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.monotonic() - started
+    for name, done in results.items():
+        assert done.returncode == 0, f"{name}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+    return Pair(projects, shared["promotion"]["registered_model"], wall)
 
 
 def test_runs_metrics_and_artifacts_land_on_the_server_and_in_the_bucket(
-    served: Path, team_stack: dict[str, str]
+    pair: Pair, team_stack: dict[str, str]
 ) -> None:
+    served = pair.projects[0]
     env = stack_env(team_stack)
-    tracked = inspect(served, env)
+    tracked = inspect(served, env, history=False)
     assert tracked["artifact_location"].startswith("mlflow-artifacts:"), "artifacts must go through the server"
     statuses = sorted((r["name"].split("-")[0], r["status"]) for r in tracked["runs"].values())
     assert all(status == "FINISHED" for _, status in statuses), statuses
@@ -130,9 +158,8 @@ def test_runs_metrics_and_artifacts_land_on_the_server_and_in_the_bucket(
     assert any(k.endswith("MLmodel") for k in keys), keys[:20]
 
 
-def test_the_champion_loads_and_verifies_through_the_server(served: Path, team_stack: dict[str, str]) -> None:
-    params = yaml.safe_load((served / "params.yaml").read_text())
-    name = params["promotion"]["registered_model"]
+def test_the_champion_loads_and_verifies_through_the_server(pair: Pair, team_stack: dict[str, str]) -> None:
+    served, name = pair.projects[0], pair.model
     env = stack_env(team_stack)
     state = registry(served, env["MLFLOW_TRACKING_URI"], env=env, name=name)
     assert state["aliases"].get("champion") == "1", state
@@ -156,8 +183,9 @@ def test_requests_without_valid_credentials_are_refused(team_stack: dict[str, st
 
 
 def test_dvc_push_then_pull_into_a_fresh_clone_restores_every_output(
-    served: Path, team_stack: dict[str, str], tmp_path: Path
+    pair: Pair, team_stack: dict[str, str], tmp_path: Path
 ) -> None:
+    served = pair.projects[0]
     env = stack_env(team_stack)
     remote_url = f"s3://{BUCKET}/dvc-{served.parent.name}"
     configured = run(served, "-m", "variantlab.cli", "remote", "--url", remote_url, env=env)
@@ -181,27 +209,9 @@ def test_dvc_push_then_pull_into_a_fresh_clone_restores_every_output(
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
 
 
-def test_two_pipelines_writing_at_once_lose_no_run_and_no_metric(tmp_path: Path, team_stack: dict[str, str]) -> None:
-    shared = names("race")  # one registered model: both pipelines compete for @champion through the server
-    projects = []
-    for side in ("a", "b"):
-        extra = {**shared, "project": {"name": f"{shared['project']['name']}-{side}"}}
-        projects.append(tiny_project(tmp_path / side, data=tiny_sentences(240), extra=extra))
+def test_two_pipelines_writing_at_once_lose_no_run_and_no_metric(pair: Pair, team_stack: dict[str, str]) -> None:
     env = stack_env(team_stack)
-    results: dict[str, subprocess.CompletedProcess[str]] = {}
-    started = time.monotonic()
-
-    def pipeline(project: Path) -> None:
-        results[project.name] = run(project, "-m", "variantlab.cli", "run", env=env, timeout=1200)
-
-    threads = [threading.Thread(target=pipeline, args=(p,)) for p in projects]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.monotonic() - started
-    for name, done in results.items():
-        assert done.returncode == 0, f"{name}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+    projects, model, wall = pair.projects, pair.model, pair.wall
     tracked = [inspect(p, env) for p in projects]
     expected_runs = 1 + len(yaml.safe_load((projects[0] / "dvc.lock").read_text())["stages"])
     by_stage = []
@@ -218,7 +228,6 @@ def test_two_pipelines_writing_at_once_lose_no_run_and_no_metric(tmp_path: Path,
     # the same pipeline on the same data: every stage run has the same metric keys and history lengths
     assert by_stage[0] == by_stage[1]
     n_metrics = sum(len(h) for h in by_stage[0].values())
-    model = shared["promotion"]["registered_model"]
     state = registry(projects[0], env["MLFLOW_TRACKING_URI"], env=env, name=model)
     assert "champion" in state["aliases"] and not state["locks"], state
     assert [m["seq"] for m in state["history"]] == list(range(1, len(state["history"]) + 1))

@@ -7,14 +7,19 @@ after deciding and before taking the registry lock: the worst moment to die.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from tests.helpers import clean_env, registry, run, tiny_project, tiny_sentences
+from tests.helpers import DELETE, clean_env, registry, run, tiny_project, tiny_sentences
 
 
 def promote_runs(project: Path) -> list[tuple[str, str]]:
@@ -66,3 +71,81 @@ def test_sigterm_kills_the_run_and_kill_9_leaves_an_orphan_the_next_run_fails(tm
     assert statuses[orphan[0]] == "FAILED"  # the next run found the orphan and closed it
     assert sorted(statuses.values()) == ["FAILED", "FINISHED", "KILLED"]
     assert registry(project)["aliases"] == {"champion": "1", "challenger": "1"}
+
+
+# Numbers that measure time or name a run differ between two runs by nature; everything else must not.
+VOLATILE = re.compile(r"(time|seconds|latency|per_s|rss|run_id|model_uri|_ms\b|_ms\.|peak_)")
+
+
+def stage_numbers(project: Path) -> dict[str, Any]:
+    from variantlab.io.tracking import flatten
+
+    numbers = {}
+    for file in sorted((project / "metrics").rglob("*.json")):
+        for key, value in flatten(json.loads(file.read_text())).items():
+            if not VOLATILE.search(key):
+                numbers[f"{file.relative_to(project / 'metrics')}:{key}"] = value
+    return numbers
+
+
+def model_weights(project: Path, variant: str) -> dict[str, str]:
+    folder = project / "models" / variant
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.safetensors"))
+    }
+
+
+def train_runs(project: Path) -> dict[str, str]:
+    with sqlite3.connect(project / "mlflow.db") as db:
+        return dict(db.execute("select run_uuid, status from runs where name = 'train:tiny-lora'"))
+
+
+def test_kill_9_in_training_then_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, tiny_bert: tuple[Path, str]
+) -> None:
+    """Two runs of the same seeded pipeline, one killed with SIGKILL mid-training and resumed: same numbers.
+
+    This is also the determinism check: every metric of every stage (timings aside) and every weight file match.
+    """
+    extra = {
+        "variants": {"tiny-lora": {"checkpoint_every": 3, "epochs": 2}, "tfidf-logreg": DELETE, "tiny-probe": DELETE},
+        "promotion": {"baseline": None},
+    }
+    projects = [tiny_project(tmp_path / n, *tiny_bert, data=tiny_sentences(240), extra=extra) for n in ("a", "b")]
+    plain, crashed = projects
+    done = run(plain, "-m", "variantlab.cli", "run")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "variantlab.cli", "run"],
+        cwd=crashed,
+        env=clean_env(VARIANTLAB_TRAIN_STEP_PAUSE_S="0.4"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    checkpoints = crashed / ".variantlab" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("tiny-lora-*/trainer.pt")):
+        assert proc.poll() is None, "the run ended before training wrote a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, dvc and the training process, all at once
+    proc.wait(timeout=60)
+    assert not (crashed / "models" / "tiny-lora").exists(), "kill -9 left a half-written model"
+    assert not (crashed / "metrics" / "train" / "tiny-lora.json").exists()
+    orphans = [run_id for run_id, status in train_runs(crashed).items() if status == "RUNNING"]
+    assert len(orphans) == 1  # what MLflow leaves after kill -9
+
+    resumed = run(crashed, "-m", "variantlab.cli", "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "train@tiny-lora: resuming from" in resumed.stderr
+    assert train_runs(crashed)[orphans[0]] == "FAILED"  # the next run closed the orphan
+    assert not list(checkpoints.glob("tiny-lora-*")), "the finished run must clean up its checkpoint"
+
+    expected, got = stage_numbers(plain), stage_numbers(crashed)
+    assert expected.keys() == got.keys()
+    differ = {k: (expected[k], got[k]) for k in expected if expected[k] != got[k]}
+    assert differ == {}, differ
+    assert model_weights(plain, "tiny-lora") == model_weights(crashed, "tiny-lora")

@@ -48,7 +48,10 @@ def parse_ground_truth(content: bytes, *, file: str) -> pd.DataFrame:
 
 def _bad_rows(mask: pd.Series) -> list[int]:
     # Row numbers as a user sees them in a spreadsheet: the header is line 1.
-    return [int(i) + 2 for i in mask[mask].index[:20]]
+    return [int(i) + 2 for i in mask[mask].index]  # all of them: the error shows five and counts the rest
+
+
+USER_COLUMNS = ("id", "text", "label", "rating", "domain")
 
 
 def conform_user_frame(frame: pd.DataFrame, *, file: str, labels: tuple[str, ...]) -> pd.DataFrame:
@@ -61,6 +64,14 @@ def conform_user_frame(frame: pd.DataFrame, *, file: str, labels: tuple[str, ...
         )
     if "label" not in frame.columns and "rating" not in frame.columns:
         raise DataError("needs a 'label' or a 'rating' column", file=file, column="label")
+    extra = [str(c) for c in frame.columns if c not in USER_COLUMNS]
+    if extra:
+        raise DataError(
+            f"unexpected column{'s' if len(extra) > 1 else ''} {extra} (allowed: {', '.join(USER_COLUMNS)}); "
+            "drop or rename it",
+            file=file,
+            column=extra[0],
+        )
     if frame.empty:
         raise DataError("has a header but no data rows", file=file)
     frame = frame.reset_index(drop=True)

@@ -26,7 +26,7 @@ class ExpectationSpec:
 
 
 VIEW_COLUMNS = (*RAW_COLUMNS, "target", *(f"is_{name}" for name in LABELS))
-DEFAULT_SEVERITY = {"duplicate_fraction": "warning", "text_length_max": "warning"}
+DEFAULT_SEVERITY = {"duplicate_fraction": "warning"}
 
 
 def validation_view(raw: pd.DataFrame, labels: LabelConfig) -> pd.DataFrame:

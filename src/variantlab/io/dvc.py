@@ -21,6 +21,9 @@ _SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
 _LOCKED = re.compile(r"^(Updating|Generating) lock file")
 
 
+_STAGE_ERROR = re.compile(r"^([a-z]+): error: (.+)$")
+
+
 @dataclass
 class ReproResult:
     returncode: int
@@ -28,6 +31,11 @@ class ReproResult:
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage that ran
     output: str = ""
+
+    def stage_error(self) -> str | None:
+        """The failing stage's own one-line error (``validate: error: <file>: ...``), if it printed one."""
+        found = [m for line in self.output.splitlines() if (m := _STAGE_ERROR.match(line.strip()))]
+        return f"{found[-1].group(1)} failed: {found[-1].group(2)}" if found else None
 
 
 def stage_names(root: Path, params: Params) -> list[str]:

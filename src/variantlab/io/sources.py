@@ -105,11 +105,25 @@ def read_table(path: Path, *, shown: str | None = None) -> pd.DataFrame:
             return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8")
     except pd.errors.EmptyDataError:
         raise DataError("file is empty", file=name) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not valid UTF-8 (byte {exc.start})", file=name) from None
+    except UnicodeDecodeError:
+        offset, data = _first_bad_utf8(path)  # pandas decodes in chunks: its offset is not the file's
+        raise DataError(
+            f"not valid UTF-8 (byte {offset}: {data[offset : offset + 1]!r}); save the file as UTF-8",
+            file=name,
+            rows=[data[:offset].count(b"\n") + 1],  # the line, as an editor numbers it (the header is 1)
+        ) from None
     except (pd.errors.ParserError, OSError, ValueError) as exc:
         raise DataError(f"cannot be read: {str(exc).splitlines()[0]}", file=name) from None
     raise DataError("unsupported format (use .csv, .tsv or .parquet)", file=name)
+
+
+def _first_bad_utf8(path: Path) -> tuple[int, bytes]:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start, data
+    return 0, data
 
 
 def read_user_file(path_text: str, root: Path) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -73,11 +74,18 @@ def _examples(result: dict[str, Any], view: pd.DataFrame, column: str | None) ->
         idx = index if isinstance(index, int) else index.get("index", index)
         if isinstance(idx, int) and idx in view.index:
             record = view.loc[idx]
-            value = _plain(record.get(column)) if column else None
+            value = _short(_plain(record.get(column))) if column else None
             rows.append({"row": int(idx), "id": record.get("id"), column or "value": value})
     if not rows:
-        rows = [{"value": v} for v in (result.get("partial_unexpected_list") or [])[:5]]
+        rows = [{"value": _short(v)} for v in (result.get("partial_unexpected_list") or [])[:5]]
     return rows
+
+
+def _short(value: Any, limit: int = 60) -> Any:
+    """A long text shown as its start and its length: a 1 MB cell must not become a 1 MB error line."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}... ({len(value):,} chars)"
+    return value
 
 
 def run_suite(view: pd.DataFrame, specs: list[ExpectationSpec]) -> ValidationReport:
@@ -135,10 +143,30 @@ def render_failures(report: ValidationReport, file: str) -> str:
         count = (
             f", {outcome.unexpected_count} rows ({outcome.unexpected_percent:.2f}%)" if outcome.unexpected_count else ""
         )
-        observed = f", observed {outcome.observed!r}" if outcome.observed is not None else ""
+        observed = f", observed {_shown(outcome.observed)}" if outcome.observed is not None else ""
         lines.append(f"  [{outcome.severity}] {outcome.key}: expected {outcome.description}{observed}{count}")
         if outcome.exception:
             lines.append(f"      could not evaluate: {outcome.exception}")
         for example in outcome.examples[:3]:
             lines.append(f"      e.g. {example}")
     return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    """NumPy scalars as plain numbers (``0.0``, not ``np.float64(0.0)``)."""
+    if hasattr(value, "item") and callable(value.item):
+        with contextlib.suppress(ValueError, TypeError):
+            value = value.item()
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
+
+
+def first_failure(outcome: ExpectationOutcome) -> str:
+    """One line for the error: which check, and where (the first rows it found)."""
+    where = ""
+    if outcome.examples:
+        shown = "; ".join(", ".join(f"{k} {v!r}" for k, v in e.items()) for e in outcome.examples[:2])
+        more = (outcome.unexpected_count or 0) - min(2, len(outcome.examples))
+        where = f" ({shown}{f'; +{more} more' if more > 0 else ''})"
+    elif outcome.observed is not None:
+        where = f" (observed {_shown(outcome.observed)})"
+    return f"{outcome.key}: expected {outcome.description}{where}"

@@ -73,7 +73,19 @@ def resolve(entry: ModelEntry, root: Path) -> ResolvedModel:
         raise IntegrityError(
             f"sha256 {actual} does not match the pinned {entry.sha256} of {entry.source}", file=str(model.weights)
         )
+    check_safetensors(model.weights)
     return model
+
+
+def check_safetensors(path: Path) -> None:
+    """Parse the header and check every tensor lies inside the file, before any loader sees it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            handle.keys()
+    except SafetensorError as exc:
+        raise IntegrityError(f"not a valid safetensors file (truncated or corrupt): {exc}", file=str(path)) from None
 
 
 def load_encoder(model: ResolvedModel, device: str = "cpu") -> tuple[Any, Any]:

@@ -154,6 +154,9 @@ def _distributed_rank() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+STEP_PAUSE_ENV = "VARIANTLAB_TRAIN_STEP_PAUSE_S"
+
+
 def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir: Path, resume: bool) -> Trained:
     import mlflow
     import pandas as pd
@@ -209,9 +212,13 @@ def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir
     if resume and store.exists():
         info(f"train@{ctx.variant}: resuming from {store_dir}")
 
+    pause = float(os.environ.get(STEP_PAUSE_ENV) or 0)  # fault injection for the crash tests: a wider window
+
     def log_step(state: Any, loss: float) -> None:
         if state.step % 10 == 0 and rank == 0:
             mlflow.log_metric("train_loss", loss, step=state.step)
+        if pause:
+            time.sleep(pause)
 
     state = train_classifier(
         classifier,

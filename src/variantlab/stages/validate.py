@@ -18,7 +18,7 @@ def run(argv: Sequence[str] | None) -> int:
     from variantlab.core.expectations import build_suite, validation_view
     from variantlab.io.files import write_json
     from variantlab.io.tracking import log_dvc_inputs, stage_run
-    from variantlab.io.validation import render_failures, run_suite
+    from variantlab.io.validation import first_failure, render_failures, run_suite
     from variantlab.stages.context import parse_stage_args
 
     ctx = parse_stage_args("Validate the raw sentences with the GX suite.", argv)
@@ -34,9 +34,11 @@ def run(argv: Sequence[str] | None) -> int:
         if report.errors or report.warnings:
             info(render_failures(report, str(paths.RAW)))
         if report.errors:
-            failed = ", ".join(o.key for o in report.errors)
+            others = f" (and {len(report.errors) - 1} more above)" if len(report.errors) > 1 else ""
             raise ValidationFailed(
-                f"{len(report.errors)} expectation(s) of severity error failed: {failed}", file=str(paths.RAW)
+                f"{len(report.errors)} expectation(s) of severity error failed: "
+                f"{first_failure(report.errors[0])}{others}",
+                file=str(paths.RAW),
             )
         write_json(ctx.path(paths.VALIDATION_REPORT), report.to_json())
         write_json(ctx.path(paths.stage_metrics("validate")), {**summary, "mlflow_run_id": run.info.run_id})

@@ -1,0 +1,207 @@
+"""Seventeen bad inputs through `variantlab run`: each ends with one clear line, a non-zero exit, and nothing
+written by the failing stage or after it, nothing registered, nothing promoted.
+
+The last line of stderr is the user's answer: ``variantlab run: error: <stage> failed: <file>: column '<c>':
+row(s) <n>: <what is wrong>`` (or ``<params.yaml>: <key>: ...`` before any work starts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.helpers import run, tiny_project, tiny_sentences
+
+SOURCE = "data/external/tiny.csv"
+
+
+def write_csv(text: str | bytes) -> Callable[[Path], None]:
+    def mutate(project: Path) -> None:
+        (project / SOURCE).write_bytes(text if isinstance(text, bytes) else text.encode())
+
+    return mutate
+
+
+def write_frame(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    def mutate(project: Path) -> None:
+        change(tiny_sentences()).to_csv(project / SOURCE, index=False)
+
+    return mutate
+
+
+def edit_params(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    def mutate(project: Path) -> None:
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        change(params)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    return mutate
+
+
+def with_row(index: int, **values: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.astype(object)
+        for column, value in values.items():
+            frame.loc[index, column] = value
+        return frame
+
+    return change
+
+
+@dataclass(frozen=True)
+class Case:
+    mutate: Callable[[Path], None]
+    expected: str  # what the last line must say
+    stage: str | None  # the stage that refuses (None: params.yaml, before any stage runs)
+    model: bool = False  # needs the tiny BERT (a probe variant)
+
+
+def external_model(project: Path, tiny_bert: tuple[Path, str], damage: str) -> None:
+    """The probe's model as a folder inside the project, wrong hash pinned or its weights truncated."""
+    copy = project / "data/external/tiny-bert"
+    shutil.copytree(tiny_bert[0], copy)
+    weights = copy / "model.safetensors"
+    sha = tiny_bert[1]
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        sha = hashlib.sha256(weights.read_bytes()).hexdigest()  # the pin matches: only the format is wrong
+    elif damage == "hash":
+        sha = "0" * 64
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["models"]["tiny"] = {"source": "path:data/external/tiny-bert", "sha256": sha}
+    params["variants"].pop("tiny-lora")
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+CASES: dict[str, Case] = {
+    "missing-column": Case(
+        write_csv("id,txt,rating\n1,good,2.0\n"), f"{SOURCE}: column 'text': missing required column", "ingest"
+    ),
+    "extra-column": Case(
+        write_frame(lambda f: f.assign(notes="x")), f"{SOURCE}: column 'notes': unexpected column ['notes']", "ingest"
+    ),
+    "empty-file": Case(write_csv(""), f"{SOURCE}: file is empty", "ingest"),
+    "header-only": Case(write_csv("text,rating\n"), f"{SOURCE}: has a header but no data rows", "ingest"),
+    "wrong-encoding": Case(
+        write_csv(b"text,rating\nfine,1.0\n" + "caf\u00e9 au lait,2.0\n".encode("latin-1")),
+        f"{SOURCE}: row 3: not valid UTF-8 (byte 24: b'\\xe9'); save the file as UTF-8",
+        "ingest",
+    ),
+    "non-numeric-rating": Case(
+        write_frame(with_row(4, rating="minus two")),
+        f"{SOURCE}: column 'rating': row 6: values are not numbers",
+        "ingest",
+    ),
+    "nan-rating": Case(
+        write_frame(with_row(4, rating=None)), "target_not_null: expected target is present (row 4, id 't4'", "validate"
+    ),
+    "rating-out-of-range": Case(
+        write_frame(with_row(5, rating=7.5)), "rating_range: expected rating within [-4, 4] (row 5, id 't5'", "validate"
+    ),
+    "unknown-label": Case(
+        write_frame(lambda f: f.drop(columns="rating").assign(label=["positive", "negative", "meh"] * 50)),
+        f"{SOURCE}: column 'label': rows 4, 7, 10, 13, 16 (+45 more): unknown labels ['meh'] (allowed: negative,",
+        "ingest",
+    ),
+    "one-megabyte-text": Case(
+        write_frame(with_row(7, text="x" * 1_000_000)),
+        "text_length_max: expected text has <= 5000 chars (row 7, id 't7', text 'xxxxxxxxxx",
+        "validate",
+    ),
+    "duplicate-ids": Case(
+        write_frame(with_row(9, id="t3")),
+        "id_unique: expected ids are unique (row 3, id 't3'; row 9, id 't3')",
+        "validate",
+    ),
+    "single-class": Case(
+        write_frame(lambda f: f.assign(rating=2.5)), "class_floor_negative: expected at least 10% negative", "validate"
+    ),
+    "unknown-variant-kind": Case(
+        edit_params(lambda p: p["variants"]["tfidf-logreg"].update(kind="xgboost")),
+        "params.yaml: variants.tfidf-logreg: unknown kind 'xgboost' (allowed: tfidf-logreg, probe, full, lora, pruned)",
+        None,
+    ),
+    "wrong-type-in-params": Case(
+        edit_params(lambda p: p["split"].update(test_fraction="a fifth")),
+        "params.yaml: split.test_fraction: Input should be a valid number",
+        None,
+    ),
+    "unknown-params-key": Case(
+        edit_params(lambda p: p["split"].update(tset_fraction=0.3)),
+        "params.yaml: unknown key 'split.tset_fraction'",
+        None,
+    ),
+    "data-outside-the-project": Case(
+        edit_params(lambda p: p["data"].update(source="../outside.csv")),
+        "../outside.csv: data path lies outside the project; copy it under data/external/",
+        "ingest",
+    ),
+    "model-hash-mismatch": Case(lambda p: None, "does not match the pinned 0000000000", "train", model=True),
+    "truncated-safetensors": Case(
+        lambda p: None, "model.safetensors: not a valid safetensors file (truncated or corrupt)", "train", model=True
+    ),
+}
+
+# What each stage writes: a failing stage and every later one must leave none of it behind.
+LATER_OUTPUTS = {
+    None: ["data/raw", "metrics", "reports", "data/prepared", "models"],
+    "ingest": ["data/raw", "metrics", "reports", "data/prepared", "models"],
+    "validate": ["reports/validation.json", "metrics/validate.json", "data/prepared", "models"],
+    "train": [
+        "models/tiny-probe",
+        "metrics/train/tiny-probe.json",
+        "metrics/eval/tiny-probe.json",
+        "reports/promotion.json",
+    ],
+}
+
+
+def written(path: Path) -> bool:
+    """A pipeline output is there (the benchmark reports committed under reports/bench/ are not outputs)."""
+    if path.is_dir():
+        return any(p.is_file() and "bench" not in p.parts for p in path.rglob("*"))
+    return path.exists()
+
+
+REGISTRY = """
+import sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+print(len(mlflow.search_registered_models()), sorted({r.info.status for r in
+      mlflow.search_runs(search_all_experiments=True, output_format="list")}))
+"""
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_clear_line_and_changes_nothing(
+    name: str, tmp_path: Path, tiny_bert: tuple[Path, str]
+) -> None:
+    case = CASES[name]
+    tiny_sentences().to_csv(tmp_path / "outside.csv", index=False)
+    project = tiny_project(tmp_path / "p", *(tiny_bert if case.model else (None, None)))
+    if case.model:
+        external_model(project, tiny_bert, "hash" if name == "model-hash-mismatch" else "truncated")
+    case.mutate(project)
+
+    done = run(project, "-m", "variantlab.cli", "run")
+
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    prefix = "variantlab run: error: " + (f"{case.stage} failed: " if case.stage else "")
+    assert last.startswith(prefix) and case.expected in last, f"{name}: {last[:500]}"
+    assert len(last) < 400, f"{name}: the error line is {len(last)} characters long"
+    assert sum("variantlab run: error:" in line for line in done.stderr.splitlines()) == 1
+    left = [out for out in LATER_OUTPUTS[case.stage] if written(project / out)]
+    assert left == [], f"{name}: left behind {left}"
+    if (project / "mlflow.db").exists():
+        state = run(project, "-c", REGISTRY, f"sqlite:///{project / 'mlflow.db'}")
+        registered, statuses = state.stdout.split(" ", 1)
+        assert registered == "0", f"{name}: something was registered"
+        assert "RUNNING" not in statuses, f"{name}: a run was left RUNNING: {statuses}"
