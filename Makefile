@@ -48,8 +48,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests pipelines benchmarks
 	$(BIN)/ruff format src tests pipelines benchmarks
 
-bench: $(STAMP)  ## side-by-side benchmarks, JSON under reports/bench/
+bench: $(STAMP)  ## side-by-side benchmarks, JSON under reports/bench/ (training loop, overheads)
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python -m benchmarks.bench_overheads
 
 bench-prefect: $(STAMP)  ## Prefect's overhead on the cold default flow -> reports/bench/prefect.json (~8 min)
 	$(BIN)/python -m benchmarks.bench_prefect

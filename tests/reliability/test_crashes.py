@@ -45,7 +45,7 @@ def start_paused_promote(project: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def test_sigterm_kills_the_run_and_kill_9_leaves_an_orphan_the_next_run_fails(tmp_path: Path) -> None:
+def test_sigterm_and_ctrl_c_kill_the_run_and_kill_9_leaves_an_orphan_the_next_run_fails(tmp_path: Path) -> None:
     project = tiny_project(tmp_path / "p", data=tiny_sentences(240))
     done = run(project, "-m", "dvc", "repro", "compare")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -58,6 +58,13 @@ def test_sigterm_kills_the_run_and_kill_9_leaves_an_orphan_the_next_run_fails(tm
     assert not (project / "reports/promotion.json").exists()  # no half-written report
     assert registry(project)["versions"] == 0  # nothing registered, no alias moved
 
+    interrupted = start_paused_promote(project)  # Ctrl-C
+    interrupted.send_signal(signal.SIGINT)
+    _, err = interrupted.communicate(timeout=60)
+    assert interrupted.returncode == 130, err[-2000:]
+    assert [status for _, status in promote_runs(project)] == ["KILLED", "KILLED"]
+    assert registry(project)["versions"] == 0 and not (project / "reports/promotion.json").exists()
+
     killed = start_paused_promote(project)
     killed.send_signal(signal.SIGKILL)
     killed.communicate(timeout=60)
@@ -69,7 +76,7 @@ def test_sigterm_kills_the_run_and_kill_9_leaves_an_orphan_the_next_run_fails(tm
     assert again.returncode == 0, again.stderr[-3000:]
     statuses = dict(promote_runs(project))
     assert statuses[orphan[0]] == "FAILED"  # the next run found the orphan and closed it
-    assert sorted(statuses.values()) == ["FAILED", "FINISHED", "KILLED"]
+    assert sorted(statuses.values()) == ["FAILED", "FINISHED", "KILLED", "KILLED"]
     assert registry(project)["aliases"] == {"champion": "1", "challenger": "1"}
 
 
