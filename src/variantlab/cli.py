@@ -223,6 +223,9 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     elif args.action == "down":
         stopped = stack.down()
         info(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        if args.purge:
+            stack.purge()
+            info(f"deleted {args.state} and the PostgreSQL cluster {stack.pg_data()}")
     elif args.action == "status":
         record = stack.record()
         for name, alive in stack.status().items():
@@ -296,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="the team stack on this machine, without Docker (infra/local)")
     stack.add_argument("action", choices=["up", "down", "status", "env"])
     stack.add_argument("--state", type=Path, default=Path(".variantlab/stack"), help="where its data and logs live")
+    stack.add_argument("--purge", action="store_true", help="with down: also delete its data (runs, registry)")
     for service, port in (("postgres", 5433), ("s3", 9000), ("mlflow", 5000), ("prefect", 4200)):
         stack.add_argument(f"--{service}-port", type=int, default=port, help=f"default {port}; 0: any free port")
     stack.set_defaults(func=_cmd_stack)

@@ -56,4 +56,5 @@ def test_stack_starts_healthy_stops_cleanly_and_keeps_its_database(tmp_path: Pat
         counted = run(REPO, "-c", LOG_AND_COUNT, "count", env=env)
         assert counted.returncode == 0 and counted.stdout.strip().endswith("1"), counted.stderr[-2000:]
     finally:
-        stack(state, "down")
+        stack(state, "down", "--purge")
+    assert not state.exists(), "down --purge must delete the state folder"

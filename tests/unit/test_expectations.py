@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -60,3 +62,12 @@ def test_unknown_domain_and_null_text() -> None:
 def test_unknown_severity_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown expectation"):
         build_suite(ValidationConfig(severity={"nope": "warning"}))
+
+
+def test_the_gx_fingerprint_switch_we_turn_off_still_exists() -> None:
+    """run_suite sets GX's HASH_THRESHOLD to skip hashing the frame; a GX that renames it would hash again."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    assert isinstance(pandas_execution_engine.HASH_THRESHOLD, int | float)
+    source = Path(pandas_execution_engine.__file__).read_text()
+    assert "< HASH_THRESHOLD:" in source and "pandas_data_fingerprint" in source

@@ -149,10 +149,14 @@ def train_classifier(
     pad_id: int,
     checkpoints: Checkpointer | None = None,
     resume: bool = False,
-    on_step: Callable[[LoopState, float], None] | None = None,
+    on_step: Callable[[LoopState, torch.Tensor], None] | None = None,
     progress: str | None = None,
 ) -> LoopState:
-    """Train in place; returns the final state. ``on_step(state, loss)`` sees every optimizer step."""
+    """Train in place; returns the final state. ``on_step(state, loss)`` sees every optimizer step.
+
+    ``loss`` is a 0-d tensor on the training device: turning it into a number syncs a GPU, so a callback
+    should do that only on the steps it logs.
+    """
     import time
 
     torch.manual_seed(s.seed)
@@ -229,7 +233,7 @@ def train_classifier(
             state.step += 1
             state.batch_in_epoch = b + 1
             if on_step is not None:
-                on_step(state, float(loss.detach()) * s.grad_accum)
+                on_step(state, loss.detach() * s.grad_accum)
             if s.checkpoint_every and state.step % s.checkpoint_every == 0:
                 checkpoint()
             if state.step >= total:

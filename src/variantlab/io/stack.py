@@ -169,6 +169,12 @@ class Stack:
             self._write_record(record)
         return stopped
 
+    def purge(self) -> None:
+        """Stop everything and delete the stack's data: the PostgreSQL cluster, secrets, logs."""
+        self.down()
+        shutil.rmtree(self.pg_data(), ignore_errors=True)
+        shutil.rmtree(self.state, ignore_errors=True)
+
     def status(self) -> dict[str, bool]:
         record = self.record()
         pids = record.get("pids", {})
@@ -427,13 +433,13 @@ def port_open(host: str, port: int) -> bool:
 
 @contextlib.contextmanager
 def running(state: Path, ports: Ports | None = None) -> Iterator[tuple[dict[str, str], dict[str, float]]]:
-    """A stack for the length of a ``with`` block: yields (client env, seconds to healthy)."""
+    """A throw-away stack for the length of a ``with`` block: yields (client env, seconds to healthy)."""
     stack = Stack(state, ports or Ports(0, 0, 0, 0))
     seconds = stack.up()
     try:
         yield read_env_file(stack.env_file), seconds
     finally:
-        stack.down()
+        stack.purge()
 
 
 def basic_auth_header(username: str, password: str) -> str:

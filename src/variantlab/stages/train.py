@@ -214,9 +214,9 @@ def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir
 
     pause = float(os.environ.get(STEP_PAUSE_ENV) or 0)  # fault injection for the crash tests: a wider window
 
-    def log_step(state: Any, loss: float) -> None:
-        if state.step % 10 == 0 and rank == 0:
-            mlflow.log_metric("train_loss", loss, step=state.step)
+    def log_step(state: Any, loss: Any) -> None:
+        if state.step % 10 == 0 and rank == 0:  # float() syncs the GPU: only on the steps we log
+            mlflow.log_metric("train_loss", float(loss), step=state.step)
         if pause:
             time.sleep(pause)
 
