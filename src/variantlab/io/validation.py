@@ -94,7 +94,6 @@ def run_suite(view: pd.DataFrame, specs: list[ExpectationSpec]) -> ValidationRep
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     from great_expectations.data_context.types.base import ProgressBarsConfig
-
     from great_expectations.execution_engine import pandas_execution_engine
 
     # GX md5-hashes the whole frame, twice per validation, for a batch fingerprint nothing here reads (DVC digests
