@@ -33,8 +33,8 @@ fetch: $(STAMP)  ## download the VADER corpus (by package name, sha256-checked) 
 run: setup  ## run the whole pipeline (dvc repro under one MLflow parent run), print leaderboard and champion
 	$(BIN)/variantlab run
 
-test: setup  ## the test suite that .ci/run runs
-	$(BIN)/python -m pytest
+test: setup  ## the test suite that .ci/run runs (prints the 25 slowest tests)
+	$(BIN)/python -m pytest --durations=25
 
 test-fast: setup  ## everything but the end-to-end run of the default pipeline
 	$(BIN)/python -m pytest -m "not e2e"
