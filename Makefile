@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup fetch run test test-fast lint format bench bench-prefect ui lock clean prefect-server deploy worker serve \
+.PHONY: help setup fetch run test test-slow test-fast lint format bench bench-prefect ui lock clean prefect-server deploy worker serve \
 	stack-up stack-down stack-status remote bench-stack
 
 help:  ## list the targets
@@ -33,8 +33,11 @@ fetch: $(STAMP)  ## download the VADER corpus (by package name, sha256-checked) 
 run: setup  ## run the whole pipeline (dvc repro under one MLflow parent run), print leaderboard and champion
 	$(BIN)/variantlab run
 
-test: setup  ## the test suite that .ci/run runs (prints the 25 slowest tests)
-	$(BIN)/python -m pytest --durations=25
+test: setup  ## the default suite, under 20 minutes (prints the 25 slowest tests); .ci/run runs it, then test-slow
+	$(BIN)/python -m pytest -m "not slow" --durations=25
+
+test-slow: setup  ## the long tests (kill -9 mid-training + resume, two promotions racing); .ci/run runs them too
+	$(BIN)/python -m pytest -m slow --durations=10
 
 test-fast: setup  ## everything but the end-to-end run of the default pipeline
 	$(BIN)/python -m pytest -m "not e2e"

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import DELETE, clean_env, registry, run, tiny_project, tiny_sentences
 
 
@@ -108,6 +110,7 @@ def train_runs(project: Path) -> dict[str, str]:
         return dict(db.execute("select run_uuid, status from runs where name = 'train:tiny-lora'"))
 
 
+@pytest.mark.slow
 def test_kill_9_in_training_then_resume_matches_an_uninterrupted_run(
     tmp_path: Path, tiny_bert: tuple[Path, str]
 ) -> None:

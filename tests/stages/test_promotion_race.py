@@ -14,9 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import clean_env, registry, run, set_variants, tiny_project, tiny_sentences
 
 
+@pytest.mark.slow
 def test_two_promotions_racing_leave_one_champion_and_a_consistent_history(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'shared.db'}"
     env = clean_env(MLFLOW_TRACKING_URI=store, VARIANTLAB_PROMOTE_PAUSE_S="8")
