@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import secrets
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from variantlab.errors import VariantlabError
+from variantlab.io.files import read_json, write_json
 from variantlab.io.services import free_port, wait_http
 
 BUCKET = "variantlab"
@@ -102,7 +102,7 @@ class Stack:
         return read_env_file(self.secrets_file)
 
     def record(self) -> dict[str, Any]:
-        return json.loads(self.record_file.read_text()) if self.record_file.exists() else {}
+        return dict(read_json(self.record_file)) if self.record_file.exists() else {}
 
     def client_env(self, ports: Ports) -> dict[str, str]:
         """What a checkout needs to use the stack (tracking, registry, artifacts, DVC remote, Prefect)."""
@@ -354,10 +354,7 @@ class Stack:
         return round(time.monotonic() - started, 2)
 
     def _write_record(self, record: dict[str, Any]) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
-        tmp = self.record_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(self.record_file)
+        write_json(self.record_file, record)
 
 
 def pg_bin(name: str) -> str:
