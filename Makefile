@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
 .PHONY: help setup fetch run test test-slow test-fast lint format bench bench-prefect ui lock clean prefect-server deploy worker serve \
-	stack-up stack-down stack-status remote bench-stack
+	stack-up stack-down stack-status remote bench-stack profile
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,9 +51,17 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests pipelines benchmarks
 	$(BIN)/ruff format src tests pipelines benchmarks
 
-bench: $(STAMP)  ## side-by-side benchmarks, JSON under reports/bench/ (training loop, overheads)
+bench: $(STAMP)  ## side-by-side benchmarks, JSON under reports/bench/ (training loop, overheads, whole pipeline)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python -m benchmarks.bench_overheads
+	$(BIN)/python -m benchmarks.bench_pipeline
+
+STAGE ?= variantlab.stages.evaluate minilm-full
+space := $(subst ,, )
+profile: $(STAMP)  ## profile one stage command: make profile STAGE="variantlab.stages.train minilm-lora" -> reports/profile/
+	@mkdir -p reports/profile
+	$(BIN)/pyinstrument -r html -o "reports/profile/$(subst $(space),_,$(subst variantlab.stages.,,$(STAGE))).html" -m $(STAGE)
+	@echo "open reports/profile/ in a browser"
 
 bench-prefect: $(STAMP)  ## Prefect's overhead on the cold default flow -> reports/bench/prefect.json (~8 min)
 	$(BIN)/python -m benchmarks.bench_prefect

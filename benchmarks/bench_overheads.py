@@ -2,11 +2,9 @@
 
 Writes ``reports/bench/overheads.json``:
 
-- ``noop``: ``dvc repro`` with nothing changed against ``dvc status`` in this checkout (run `make run` first);
-  targets <= 2 s and <= 1.3x.
 - ``imports``: cold import seconds of each library the stages load (pandas, mlflow, Great Expectations,
   scikit-learn, skops, torch, transformers) and of each stage module alone, beyond a bare interpreter start;
-  target <= 1 s for the stages that use no model.
+  what a stage process pays without the warm interpreter (``benchmarks/bench_pipeline.py`` measures both).
 - ``validation``: the Great Expectations suite of params.yaml on 1,000,000 synthetic rows; target <= 3 s.
 - ``tracking``: one ``mlflow.log_metric`` call (synchronous and asynchronous, SQLite store) against one
   fine-tuning step of all-MiniLM-L6-v2 (batch 32, 64 tokens); the loop logs every 10th step; target <= 1%.
@@ -43,15 +41,6 @@ def timed(argv: list[str], repeat: int = 3) -> float:
         subprocess.run(argv, cwd=REPO, env=env, capture_output=True, check=False)
         times.append(time.perf_counter() - started)
     return round(statistics.median(times), 3)
-
-
-def noop() -> dict[str, Any]:
-    dvc = [sys.executable, "-m", "dvc"]
-    status = subprocess.run([*dvc, "status", "--quiet"], cwd=REPO, capture_output=True, check=False)
-    if status.returncode != 0:
-        return {"skipped": "outputs are not up to date: run `make run` first"}
-    repro, check = timed([*dvc, "repro"]), timed([*dvc, "status"])
-    return {"repro_s": repro, "status_s": check, "ratio": round(repro / check, 2), "targets": "<= 2 s, <= 1.3x"}
 
 
 def imports() -> dict[str, Any]:
@@ -169,7 +158,7 @@ def tracking_and_cache() -> dict[str, Any]:
 
 
 def main() -> int:
-    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "noop": noop(), "imports": imports()}
+    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "imports": imports()}
     result["validation"] = validation()
     result.update(tracking_and_cache())
     OUT.parent.mkdir(parents=True, exist_ok=True)

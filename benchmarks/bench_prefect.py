@@ -14,32 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO, bench_env, copy_checkout
+
 OUT = REPO / "reports" / "bench" / "prefect.json"
-
-
-def copy_checkout(target: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        if (REPO / name).is_file() and not name.startswith(("tests/", "dvc.lock")):
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, target / name)
-    git = ["git", "-c", "user.email=bench@example.com", "-c", "user.name=bench"]
-    subprocess.run([*git, "init", "-q"], cwd=target, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
-    subprocess.run([*git, "commit", "-qm", "bench"], cwd=target, check=True)
 
 
 def main() -> int:
@@ -51,7 +33,7 @@ def main() -> int:
         project = Path(tmp) / "project"
         project.mkdir()
         copy_checkout(project)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VARIANTLAB_", "PREFECT_API"))}
+        env = bench_env()
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         sys.path.insert(0, str(REPO))
         from pipelines.retrain import retrain

@@ -29,7 +29,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         mlflow.log_artifact(str(root / "params.yaml"))
         env = {PARENT_ENV: parent.info.run_id, **({"VARIANTLAB_RESUME": "1"} if args.resume else {})}
-        result = dvc.repro(root, *args.targets, env=env)
+        result = dvc.repro(root, *args.targets, env=env, warm=True)
         for stage in result.skipped:
             record_reused(stage, root / dvc.metrics_file(stage), root=root, project=params.project.name)
         mlflow.set_tags({"stages.ran": ",".join(result.ran)[:5000], "stages.reused": ",".join(result.skipped)[:5000]})

@@ -29,14 +29,15 @@ def promote_runs(project: Path) -> list[tuple[str, str]]:
         return list(db.execute("select run_uuid, status from runs where name = 'promote' order by start_time"))
 
 
-def start_paused_promote(project: Path) -> subprocess.Popen[str]:
+def start_paused_promote(project: Path, **env: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "variantlab.stages.promote"],
         cwd=project,
-        env=clean_env(VARIANTLAB_PROMOTE_PAUSE_S="60"),
+        env=clean_env(VARIANTLAB_PROMOTE_PAUSE_S="60", **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal gives a command: Ctrl-C is killpg(SIGINT)
     )
     deadline = time.monotonic() + 120
     while not any(status == "RUNNING" for _, status in promote_runs(project)):
@@ -61,7 +62,7 @@ def test_sigterm_and_ctrl_c_kill_the_run_and_kill_9_leaves_an_orphan_the_next_ru
     assert registry(project)["versions"] == 0  # nothing registered, no alias moved
 
     interrupted = start_paused_promote(project)  # Ctrl-C
-    interrupted.send_signal(signal.SIGINT)
+    os.killpg(interrupted.pid, signal.SIGINT)
     _, err = interrupted.communicate(timeout=60)
     assert interrupted.returncode == 130, err[-2000:]
     assert [status for _, status in promote_runs(project)] == ["KILLED", "KILLED"]
@@ -159,3 +160,60 @@ def test_kill_9_in_training_then_resume_matches_an_uninterrupted_run(
     differ = {k: (expected[k], got[k]) for k in expected if expected[k] != got[k]}
     assert differ == {}, differ
     assert model_weights(plain, "tiny-lora") == model_weights(crashed, "tiny-lora")
+
+
+def run_tags(project: Path, name: str) -> list[dict[str, str]]:
+    with sqlite3.connect(project / "mlflow.db") as db:
+        runs = [r for (r,) in db.execute("select run_uuid from runs where name = ? order by start_time", (name,))]
+        return [dict(db.execute("select key, value from tags where run_uuid = ?", (r,)).fetchall()) for r in runs]
+
+
+def test_stages_forked_from_the_warm_interpreter_behave_as_stage_processes(tmp_path: Path) -> None:
+    """``variantlab run`` hands each stage command to a warm interpreter (variantlab.io.warm): same output, exit
+    codes and run states as a plain process; signals reach the stage; ``kill -9`` of DVC's stage process ends
+    the forked stage too (KILLED, not an orphan)."""
+    from variantlab.io import warm
+
+    project = tiny_project(tmp_path / "p", data=tiny_sentences(240))
+    plain = run(project, "-m", "variantlab.stages.ingest")
+    bad_plain = run(project, "-m", "variantlab.stages.train", "no-such-variant")
+    with warm.serving(project, clean_env()) as warm_env:
+        assert set(warm_env) == {warm.SOCKET_ENV}
+        hot = run(project, "-m", "variantlab.stages.ingest", env=clean_env(**warm_env))
+        bad_hot = run(project, "-m", "variantlab.stages.train", "no-such-variant", env=clean_env(**warm_env))
+        # A variable a library reads at import time differs: refused, so the stage runs in its own process.
+        refused = run(project, "-m", "variantlab.stages.ingest", env=clean_env(HF_HUB_OFFLINE="0", **warm_env))
+        assert hot.returncode == plain.returncode == refused.returncode == 0, hot.stderr[-2000:]
+        assert hot.stderr.splitlines()[-1] == plain.stderr.splitlines()[-1]  # "ingest: 240 sentences from ..."
+        assert bad_hot.returncode == bad_plain.returncode == 2
+        assert bad_hot.stderr == bad_plain.stderr  # "train: error: ...: unknown variant 'no-such-variant' ..."
+        assert [t["variantlab.warm"] for t in run_tags(project, "ingest")] == ["false", "true", "false"]
+        assert run_tags(project, "ingest")[1]["variantlab.pid"] != run_tags(project, "ingest")[0]["variantlab.pid"]
+
+        done = run(project, "-m", "dvc", "repro", "compare", env=clean_env(**warm_env))
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert {t["variantlab.warm"] for t in run_tags(project, "compare")} == {"true"}
+
+        terminated = start_paused_promote(project, **warm_env)
+        terminated.send_signal(signal.SIGTERM)  # to the stage process: forwarded to the forked stage
+        _, err = terminated.communicate(timeout=60)
+        assert terminated.returncode == 128 + signal.SIGTERM and "promote: terminated" in err, err[-2000:]
+
+        interrupted = start_paused_promote(project, **warm_env)
+        os.killpg(interrupted.pid, signal.SIGINT)  # the forked stage joined the stage process's group
+        _, err = interrupted.communicate(timeout=60)
+        assert interrupted.returncode == 130 and "promote: interrupted" in err, err[-2000:]
+
+        killed = start_paused_promote(project, **warm_env)
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate(timeout=60)
+        deadline = time.monotonic() + 30
+        while promote_runs(project)[-1][1] == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [status for _, status in promote_runs(project)] == ["KILLED", "KILLED", "KILLED"]
+        assert registry(project)["versions"] == 0 and not (project / "reports/promotion.json").exists()
+
+        again = run(project, "-m", "variantlab.stages.promote", env=clean_env(**warm_env))
+        assert again.returncode == 0, again.stderr[-3000:]
+    assert registry(project)["aliases"] == {"champion": "1", "challenger": "1"}
+    assert run_tags(project, "promote")[-1]["variantlab.warm"] == "true"

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from variantlab.core import timing
+
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.unsqueeze(-1).to(hidden.dtype)
@@ -34,7 +36,7 @@ def embed_texts(
     device = next(encoder.parameters()).device
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     encoder.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), timing.compute():
         for start in tqdm(
             range(0, len(texts), batch_size),
             desc=progress,

@@ -19,6 +19,8 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from variantlab.core import timing
+
 
 @dataclass(frozen=True)
 class LoopSettings:
@@ -214,22 +216,24 @@ def train_classifier(
         )
         for b in range(state.batch_in_epoch, len(batches)):
             index = batches[b]
-            input_ids, mask = pad_batch(train.ids, index, pad_id)
-            with torch.autocast(
-                device_type=device.type, dtype=torch.bfloat16, enabled=s.bf16 and device.type == "cuda"
-            ):
-                logits = step_model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
-            loss = nn.functional.cross_entropy(logits.float(), labels[index].to(device)) / s.grad_accum
-            loss.backward()
-            loss_sum += loss.detach()  # no .item() per step: it would sync the GPU every batch
+            with timing.compute():
+                input_ids, mask = pad_batch(train.ids, index, pad_id)
+                with torch.autocast(
+                    device_type=device.type, dtype=torch.bfloat16, enabled=s.bf16 and device.type == "cuda"
+                ):
+                    logits = step_model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+                loss = nn.functional.cross_entropy(logits.float(), labels[index].to(device)) / s.grad_accum
+                loss.backward()
+                loss_sum += loss.detach()  # no .item() per step: it would sync the GPU every batch
             seen += len(index)
             bar.update(1)
             if (b + 1) % s.grad_accum and b + 1 != len(batches):
                 continue
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            with timing.compute():
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.batch_in_epoch = b + 1
             if on_step is not None:
@@ -241,9 +245,9 @@ def train_classifier(
         bar.close()
         state.samples += seen
         state.seconds += time.perf_counter() - started
-        val_pred = predict_logits(model, val, batch_size=max(64, s.batch_size), pad_id=pad_id, device=s.device).argmax(
-            1
-        )
+        with timing.compute():
+            val_logits = predict_logits(model, val, batch_size=max(64, s.batch_size), pad_id=pad_id, device=s.device)
+        val_pred = val_logits.argmax(1)
         score = float(f1_score(val.labels, val_pred, average="macro"))
         state.history.append(
             {

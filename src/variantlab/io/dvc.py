@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -62,16 +63,42 @@ def metrics_file(stage: str) -> Path:
     return paths.stage_metrics(name)
 
 
-def repro(
-    root: Path, *targets: str, single_item: bool = False, env: Mapping[str, str] | None = None, echo: bool = True
-) -> ReproResult:
-    """Run ``dvc repro`` (list argv, no shell), echoing its output live and recording which stages ran."""
-    argv = [sys.executable, "-m", "dvc", "repro", *(["--single-item"] if single_item else []), *targets]
+def stage_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment ``dvc repro`` and so every stage command gets: ours plus ``env``."""
     merged = {**os.environ, **(env or {}), "DVC_NO_ANALYTICS": "1"}
     # dvc.yaml says `python -m ...`: make that the interpreter running us (the project's venv), not the PATH's.
-    merged["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), merged.get("PATH", "")])
+    bindir = str(Path(sys.executable).parent)
+    if merged.get("PATH", "").split(os.pathsep)[0] != bindir:
+        merged["PATH"] = os.pathsep.join([bindir, merged.get("PATH", "")])
+    return merged
+
+
+def repro(
+    root: Path,
+    *targets: str,
+    single_item: bool = False,
+    env: Mapping[str, str] | None = None,
+    echo: bool = True,
+    warm: bool = False,
+) -> ReproResult:
+    """Run ``dvc repro`` (list argv, no shell), echoing its output live and recording which stages ran.
+
+    ``warm``: stages fork from one interpreter that has their libraries imported already (:mod:`.warm`).
+    """
+    from variantlab.io.warm import serving
+
+    argv = [sys.executable, "-m", "dvc", "repro", *(["--single-item"] if single_item else []), *targets]
+    merged = stage_env(env)
+    context: contextlib.AbstractContextManager[dict[str, str]] = (
+        serving(root, merged) if warm else contextlib.nullcontext({})
+    )
+    with context as warm_env:
+        return _run_repro(argv, root, {**merged, **warm_env}, echo)
+
+
+def _run_repro(argv: list[str], root: Path, env: Mapping[str, str], echo: bool) -> ReproResult:
     proc = subprocess.Popen(
-        argv, cwd=root, env=merged, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
     result = ReproResult(returncode=0)
     lines = []

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from variantlab.core import timing
+
 PARENT_ENV = "VARIANTLAB_PARENT_RUN_ID"
 EXPERIMENT_PREFIX = "variantlab-"
 
@@ -90,7 +92,11 @@ def stage_run(
     import mlflow
 
     experiment_id = configure(root, project)
-    tags = {"variantlab.stage": stage, "mlflow.source.git.commit": git_commit(root)}
+    tags = {
+        "variantlab.stage": stage,
+        "mlflow.source.git.commit": git_commit(root),
+        "variantlab.warm": "true" if os.environ.get("VARIANTLAB_WARM_CHILD") == "1" else "false",
+    }
     if variant:
         tags["variant"] = variant
     parent = os.environ.get(PARENT_ENV) or None
@@ -102,7 +108,18 @@ def stage_run(
         ) as run,
         ended_killed_on_interrupt(),
     ):
-        yield run
+        startup = timing.since_command_start()
+        try:
+            yield run
+        finally:
+            with contextlib.suppress(Exception):  # timings never fail a stage
+                mlflow.log_metrics(
+                    {
+                        "time.startup_s": round(startup, 3),
+                        "time.compute_s": round(timing.compute_seconds(), 3),
+                        "time.stage_s": round(timing.since_command_start(), 3),
+                    }
+                )
 
 
 OWNER_PID, OWNER_HOST = "variantlab.pid", "variantlab.host"

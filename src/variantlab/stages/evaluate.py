@@ -9,6 +9,7 @@ from typing import Any
 
 from variantlab import paths
 from variantlab.console import guarded, info
+from variantlab.core import timing
 
 LATENCY_SAMPLES = 30  # single sentences timed for the batch-1 latency
 LATENCY_BATCHES = 8  # batches of 32 timed for the batch-32 latency
@@ -29,13 +30,14 @@ def latency_ms(model: Any, texts: list[str], *, batch: int, repeats: int) -> dic
     """Milliseconds per ``predict`` call on ``batch`` sentences (median and 95th percentile), after a warm-up."""
     import pandas as pd
 
-    model.predict(pd.DataFrame({"text": texts[:batch]}))
     times = []
-    for i in range(repeats):
-        chunk = [texts[(i * batch + j) % len(texts)] for j in range(batch)]
-        started = time.perf_counter()
-        model.predict(pd.DataFrame({"text": chunk}))
-        times.append((time.perf_counter() - started) * 1000)
+    with timing.compute():
+        model.predict(pd.DataFrame({"text": texts[:batch]}))
+        for i in range(repeats):
+            chunk = [texts[(i * batch + j) % len(texts)] for j in range(batch)]
+            started = time.perf_counter()
+            model.predict(pd.DataFrame({"text": chunk}))
+            times.append((time.perf_counter() - started) * 1000)
     return _percentiles(times, "latency_ms" if batch == 1 else f"latency_b{batch}_ms")
 
 
@@ -78,7 +80,8 @@ def run(argv: Sequence[str] | None) -> int:
             test, name="test-split", source=paths.split_path("test"), digest=md5_file(test_file), context="testing"
         )
         started = time.perf_counter()
-        proba = model.predict(test[["text"]], params={"output": "proba"})
+        with timing.compute():
+            proba = model.predict(test[["text"]], params={"output": "proba"})
         elapsed = time.perf_counter() - started
         proba = proba[[c for c in LABELS if c in proba.columns]]
         pred = pd.Series(proba.columns.to_numpy()[proba.to_numpy().argmax(axis=1)], index=test.index).astype(str)
@@ -91,7 +94,8 @@ def run(argv: Sequence[str] | None) -> int:
         metrics = classification_metrics(test["label"], pred, test["domain"])
         ece, reliability = calibration(confidence, (pred == test["label"].astype(str)).to_numpy(), CALIBRATION_BINS)
         cases = build_cases(ctx.params.project.seed, BEHAVIOUR_CASES, texts)
-        behaviour, checked = run_checks(lambda batch: model.predict(pd.DataFrame({"text": batch})), cases)
+        with timing.compute():
+            behaviour, checked = run_checks(lambda batch: model.predict(pd.DataFrame({"text": batch})), cases)
         confusion = confusion_frame(test["label"], pred)
         write_parquet(
             ctx.path(paths.predictions_path(variant)),

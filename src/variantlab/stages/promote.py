@@ -69,13 +69,15 @@ def _score_champion(ctx: StageContext, version: Any, test: Any, test_sha256: str
     """Re-score the current champion on today's frozen test set: (Scored, predictions)."""
     import pandas as pd
 
+    from variantlab.core import timing
     from variantlab.core.metrics import classification_metrics
     from variantlab.core.promotion import Scored
     from variantlab.io.models import load_pyfunc
 
     info(f"promote: scoring the champion (version {version.version}) on the frozen test set")
     model = load_pyfunc(f"models:/{ctx.params.promotion.registered_model}/{version.version}")
-    pred = pd.Series(model.predict(test[["text"]]), index=test.index).astype(str)
+    with timing.compute():
+        pred = pd.Series(model.predict(test[["text"]]), index=test.index).astype(str)
     metrics = classification_metrics(test["label"], pred, test["domain"])
     scored = Scored(
         version.tags.get("variant", "?"),

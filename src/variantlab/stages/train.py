@@ -18,6 +18,7 @@ from typing import Any
 from variantlab import paths
 from variantlab.config import LABELS, FinetuneVariant, ProbeVariant, TfidfVariant
 from variantlab.console import guarded, info
+from variantlab.core import timing
 from variantlab.errors import ConfigError
 from variantlab.stages.context import StageContext
 
@@ -58,7 +59,8 @@ def _train_tfidf(cfg: TfidfVariant, train: Any, ctx: StageContext, workdir: Path
     from variantlab.core.baseline import tfidf_logreg
     from variantlab.io.models import sklearn_model_kwargs
 
-    pipeline = tfidf_logreg(cfg, ctx.params.project.seed).fit(train[["text"]], train["label"].astype(str))
+    with timing.compute():
+        pipeline = tfidf_logreg(cfg, ctx.params.project.seed).fit(train[["text"]], train["label"].astype(str))
     coef = pipeline.named_steps["classifier"].coef_
     size = int(coef.size + coef.shape[0])
     stats = {"trainable_params": size, "total_params": size, "vocabulary": int(coef.shape[1])}
@@ -88,9 +90,14 @@ def _train_probe(cfg: ProbeVariant, train: Any, ctx: StageContext, workdir: Path
             progress=f"embed train ({ctx.variant})",
         ),
     )
-    weight, bias, classes = fit_linear_head(
-        embeddings, train["label"].astype(str).to_numpy(), C=cfg.C, max_iter=cfg.max_iter, seed=ctx.params.project.seed
-    )
+    with timing.compute():
+        weight, bias, classes = fit_linear_head(
+            embeddings,
+            train["label"].astype(str).to_numpy(),
+            C=cfg.C,
+            max_iter=cfg.max_iter,
+            seed=ctx.params.project.seed,
+        )
     meta = {
         "classes": classes,
         "batch_size": cfg.batch_size,

@@ -1,0 +1,84 @@
+"""Pure parts of the compute clock and of the warm interpreter's safety check (the real server is exercised in
+tests/reliability/test_crashes.py and by every `variantlab run`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from variantlab.core import timing
+from variantlab.io import warm
+
+
+def test_compute_counts_nested_blocks_once() -> None:
+    before = timing.compute_seconds()
+    with timing.compute():
+        time.sleep(0.05)
+        with timing.compute():  # e.g. embed_texts inside a timed predict call
+            time.sleep(0.05)
+    time.sleep(0.05)  # outside: not compute
+    spent = timing.compute_seconds() - before
+    assert 0.1 <= spent < 0.14
+
+
+def test_compute_counts_a_block_that_raises() -> None:
+    before = timing.compute_seconds()
+    with pytest.raises(RuntimeError), timing.compute():
+        time.sleep(0.02)
+        raise RuntimeError("boom")
+    assert timing.compute_seconds() - before >= 0.02
+    with timing.compute():  # depth was restored: a new block counts again
+        time.sleep(0.02)
+    assert timing.compute_seconds() - before >= 0.04
+
+
+def test_command_start_comes_from_the_launcher_when_forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(timing.STARTED_ENV, str(time.time() - 5))
+    assert 5 <= timing.since_command_start() < 6
+    monkeypatch.delenv(timing.STARTED_ENV)
+    assert 0 < timing.since_command_start() < 3600  # this process's own start
+
+
+def test_env_mismatch_ignores_what_is_read_at_run_time_only() -> None:
+    server = {"PATH": "/venv/bin:/usr/bin", "HOME": "/root", "PS1": "$ "}
+    stage = {
+        **server,
+        "DVC_STAGE": "ingest",
+        "VARIANTLAB_PARENT_RUN_ID": "abc",
+        "MLFLOW_TRACKING_URI": "http://x",
+        "AWS_ACCESS_KEY_ID": "k",
+        "SHLVL": "2",
+    }
+    del stage["PS1"]  # bash unsets it for `bash -c`, as DVC runs stage commands
+    assert warm.env_mismatch(server, stage) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "server_value", "stage_value"),
+    [
+        ("PATH", "/venv/bin:/usr/bin", "/other/bin:/usr/bin"),  # another interpreter first
+        ("HF_HUB_OFFLINE", "1", "0"),  # read by huggingface_hub at import
+        ("OMP_NUM_THREADS", None, "1"),  # read by torch when it loads
+        ("PYTHONHASHSEED", "0", None),
+    ],
+)
+def test_env_mismatch_names_a_variable_a_library_may_read_at_import(
+    key: str, server_value: str | None, stage_value: str | None
+) -> None:
+    server = {"HOME": "/root", **({key: server_value} if server_value is not None else {})}
+    stage = {"HOME": "/root", **({key: stage_value} if stage_value is not None else {})}
+    assert warm.env_mismatch(server, stage) == key
+
+
+def test_an_unreachable_server_means_the_stage_runs_in_its_own_process(tmp_path: Path) -> None:
+    env = {**os.environ, warm.SOCKET_ENV: str(tmp_path / "gone.sock")}
+    done = subprocess.run(
+        [sys.executable, "-m", "variantlab.stages.compare", "--help"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr[-2000:]
+    assert warm.delegate() is None  # in-process callers (pytest's __main__ is no stage module) never delegate
