@@ -3,8 +3,9 @@ everything around it (start-up, data, tracking, DVC).
 
 Stages wrap their model work in :func:`compute`. :func:`variantlab.io.tracking.stage_run` logs the totals on
 the stage's MLflow run as ``time.compute_s`` (inside :func:`compute`), ``time.startup_s`` (from the stage
-command's start to the run's start: interpreter, imports, tracking set-up) and ``time.stage_s`` (from the
-command's start to the run's end); ``benchmarks/bench_pipeline.py`` sums them over a pipeline.
+command's start to :func:`mark_ready`, which ``parse_stage_args`` calls once the stage's imports are done and its
+params parsed: interpreter, imports, parsing) and ``time.stage_s`` (from the command's start to the run's
+end); ``benchmarks/bench_pipeline.py`` sums them over a pipeline.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 # children are forked long after the interpreter that DVC started for the stage; see variantlab.io.warm).
 STARTED_ENV = "VARIANTLAB_STAGE_STARTED"
 
-_totals = {"seconds": 0.0, "depth": 0}
+_totals: dict[str, float] = {"seconds": 0.0, "depth": 0}
 
 
 @contextlib.contextmanager
@@ -36,6 +37,16 @@ def compute() -> Iterator[None]:
 
 def compute_seconds() -> float:
     return float(_totals["seconds"])
+
+
+def mark_ready() -> None:
+    """The stage's own code starts here (imports done, params parsed): the end of its start-up."""
+    _totals.setdefault("ready", time.time())
+
+
+def startup_seconds() -> float:
+    """From the stage command's start to :func:`mark_ready` (or to now, if the stage never marked it)."""
+    return float(_totals.get("ready", time.time())) - command_started()
 
 
 def command_started() -> float:

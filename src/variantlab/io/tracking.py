@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from variantlab import paths
 from variantlab.core import timing
 
 PARENT_ENV = "VARIANTLAB_PARENT_RUN_ID"
@@ -108,7 +109,7 @@ def stage_run(
         ) as run,
         ended_killed_on_interrupt(),
     ):
-        startup = timing.since_command_start()
+        startup = timing.startup_seconds()
         try:
             yield run
         finally:
@@ -249,6 +250,9 @@ def record_reused(stage: str, metrics_file: Path, *, root: Path, project: str) -
     }
     if variant:
         tags["variant"] = variant
+        trained = root / paths.train_metrics(variant)
+        if trained.is_file():
+            tags["strategy"] = str(json.loads(trained.read_text(encoding="utf-8")).get("kind", "unknown"))
     if parent := os.environ.get(PARENT_ENV):
         tags["mlflow.parentRunId"] = parent
     client = mlflow.MlflowClient()

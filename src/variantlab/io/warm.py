@@ -46,8 +46,11 @@ PRELOAD = (
     "variantlab.io.tracking",
     "variantlab.io.files",
     "variantlab.io.sources",
+    "variantlab.stages.context",
     "great_expectations",
     "variantlab.io.validation",
+    "variantlab.core.expectations",
+    "variantlab.core.preprocessing",
     "variantlab.core.dataset",
     "sklearn.linear_model",
     "sklearn.feature_extraction.text",
@@ -71,9 +74,6 @@ PRELOAD = (
     "peft",
     # what the stages import inside run(); not the stage modules (they run fresh, as __main__) and not the
     # models-from-code files io/encoder_model.py and io/sklearn_model.py (MLflow executes those on load)
-    "variantlab.stages.context",
-    "variantlab.core.preprocessing",
-    "variantlab.core.expectations",
     "variantlab.core.metrics",
     "variantlab.core.behaviour",
     "variantlab.core.leaderboard",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from variantlab.config import Params, load_params
+from variantlab.core import timing
 from variantlab.io.tracking import project_root
 
 
@@ -33,4 +34,5 @@ def parse_stage_args(description: str, argv: Sequence[str] | None, *, variant: b
     name = getattr(args, "variant", None)
     if name is not None:
         params.variant(name)  # unknown variant: a clear ConfigError before any work
+    timing.mark_ready()
     return StageContext(root=root, params=params, variant=name)

@@ -140,7 +140,7 @@ def _decide(ctx: StageContext, current: Any, best: Candidate, baseline: Candidat
 def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, decision: Any) -> tuple[str, list[Any]]:
     """Register ``best``, mark it ``@challenger`` and, if the decision says so, ``@champion``. Under the lock."""
     from variantlab.io import registry
-    from variantlab.io.tracking import PARENT_ENV
+    from variantlab.io.tracking import PARENT_ENV, git_commit
 
     cfg, trained, evaluated = ctx.params.promotion, best.trained, best.evaluated
     variant = best.scored.variant
@@ -156,9 +156,11 @@ def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, deci
         "pipeline_run_id": os.environ.get(PARENT_ENV, ""),
     }
     description = (
-        f"{variant} ({trained['kind']}): trained in run {trained['mlflow_run_id']}, evaluated in run "
-        f"{evaluated['mlflow_run_id']} on the frozen test set (sha256 {evaluated['test_sha256'][:12]}, "
-        f"{evaluated['n_test']} sentences): {cfg.metric} {evaluated[cfg.metric]:.4f}."
+        f"{variant} ({trained['kind']}): trained in run {trained['mlflow_run_id']} on {trained['n_train']} "
+        f"sentences of the training split, evaluated in run {evaluated['mlflow_run_id']} on the frozen test set "
+        f"(sha256 {evaluated['test_sha256'][:12]}, {evaluated['n_test']} sentences): {cfg.metric} "
+        f"{evaluated[cfg.metric]:.4f}. Pipeline run {os.environ.get(PARENT_ENV) or 'none (plain dvc repro)'}, "
+        f"git commit {git_commit(ctx.root)[:12]}; the runs' inputs name the data (MLflow datasets, DVC md5s)."
     )
     version = registry.register(
         cfg.registered_model, trained["model_uri"], run_id=trained["mlflow_run_id"], tags=tags, description=description

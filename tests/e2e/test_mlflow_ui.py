@@ -1,0 +1,199 @@
+"""What a user sees in the MLflow UI after `variantlab run`, checked in a real browser (Debian's Chromium, headless).
+
+A tiny pipeline (TF-IDF, a probe and LoRA on a tiny BERT) runs into its own store; `variantlab ui` serves it on
+loopback; Selenium drives Chromium through the pages the walkthrough (docs/walkthrough.md) shows, and saves a
+screenshot of each. ``VARIANTLAB_SCREENSHOTS=<dir>`` keeps them there (the docs' images come from this test).
+
+Chromium and chromedriver come from Debian (`apt-get install chromium chromium-driver`; `.ci/run` does it).
+Without them the test is skipped here, and fails under ``VARIANTLAB_REQUIRE_BROWSER=1`` (CI), so it never
+passes by not running. Nothing downloads a browser or a driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import clean_env, run, tiny_project, tiny_sentences
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+MODEL = "variantlab-sentiment"
+
+
+@dataclass
+class Store:
+    project: Path
+    experiment_id: str
+    parent: dict[str, str]  # run_id, name
+    runs: dict[str, str]  # run name -> run id, children of the parent
+    macro_f1: dict[str, float]  # evaluate run name -> macro_f1
+
+
+def read_store(project: Path) -> Store:
+    with sqlite3.connect(project / "mlflow.db") as db:
+        experiment_id, parent_id, parent_name = db.execute(
+            "select r.experiment_id, r.run_uuid, r.name from runs r join tags t on t.run_uuid = r.run_uuid "
+            "where t.key = 'variantlab.stage' and t.value = 'pipeline' order by r.start_time desc limit 1"
+        ).fetchone()
+        children = dict(
+            db.execute(
+                "select r.name, r.run_uuid from runs r join tags t on t.run_uuid = r.run_uuid "
+                "where t.key = 'mlflow.parentRunId' and t.value = ?",
+                (parent_id,),
+            ).fetchall()
+        )
+        scores = {
+            name: float(value)
+            for name, value in db.execute(
+                "select r.name, m.value from runs r join latest_metrics m on m.run_uuid = r.run_uuid "
+                "where m.key = 'macro_f1' and r.run_uuid in (select run_uuid from tags "
+                "where key = 'mlflow.parentRunId' and value = ?)",
+                (parent_id,),
+            ).fetchall()
+        }
+    return Store(project, str(experiment_id), {"run_id": parent_id, "name": parent_name}, children, scores)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_bert: tuple[Path, str]) -> Store:
+    project = tiny_project(tmp_path_factory.mktemp("ui") / "p", *tiny_bert, data=tiny_sentences(240))
+    done = run(project, "-m", "variantlab.cli", "run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return read_store(project)
+
+
+@pytest.fixture(scope="module")
+def ui(store: Store) -> Iterator[str]:
+    from variantlab.io.services import free_port, stop, wait_http
+
+    port = free_port()
+    log = (store.project.parent / "mlflow-ui.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "variantlab.cli", "ui", "--port", str(port)],
+        cwd=store.project,
+        env=clean_env(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 120, proc)  # type: ignore[arg-type]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)  # type: ignore[arg-type]
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        message = "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("VARIANTLAB_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never try to download a driver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1600,1000", "--force-device-scale-factor=1", "--lang=en-US"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = Path(os.environ.get("VARIANTLAB_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def page_text(driver: Any) -> str:
+    return str(driver.find_element("tag name", "body").text)
+
+
+def wait_for_text(driver: Any, *needles: str, timeout: float = 60) -> str:
+    """The page's visible text once every needle is in it (the UI renders after its API calls return)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(d: Any) -> str | bool:
+        text = page_text(d)
+        return text if all(n in text for n in needles) else False
+
+    try:
+        return str(WebDriverWait(driver, timeout, poll_frequency=0.5).until(ready))
+    except Exception as exc:  # selenium's TimeoutException: say what was missing and what was there
+        text = page_text(driver)
+        missing = [n for n in needles if n not in text]
+        raise AssertionError(f"{driver.current_url}: never showed {missing}; page text:\n{text[:3000]}") from exc
+
+
+def test_experiment_page_lists_the_pipeline_run_and_its_stage_runs(
+    store: Store, ui: str, browser: Any, shots: Path
+) -> None:
+    browser.get(f"{ui}/#/experiments/{store.experiment_id}")
+    wait_for_text(browser, store.parent["name"])
+    expand_children(browser)
+    names = ["train:tfidf-logreg", "evaluate:tiny-probe", "evaluate:tiny-lora", "compare", "promote"]
+    wait_for_text(browser, store.parent["name"], *names)
+    browser.save_screenshot(str(shots / "1-experiment-runs.png"))
+
+
+def expand_children(driver: Any) -> None:
+    """The runs table shows a parent run collapsed; open it as a user clicks its expander."""
+    for button in driver.find_elements("css selector", "[aria-label*='xpand'], [data-testid*='expand']"):
+        if button.is_displayed():
+            button.click()
+
+
+def test_compare_view_shows_macro_f1_of_every_variant(store: Store, ui: str, browser: Any, shots: Path) -> None:
+    evaluated = {name: run_id for name, run_id in store.runs.items() if name.startswith("evaluate:")}
+    assert len(evaluated) == 3
+    ids = json.dumps(list(evaluated.values()))
+    browser.get(f"{ui}/#/compare-runs?runs={ids}&experiments={json.dumps([store.experiment_id])}")
+    text = wait_for_text(browser, "macro_f1", *evaluated)
+    for name in evaluated:
+        shown = f"{store.macro_f1[name]:.4g}"[:5]  # the UI rounds; its leading digits must match the store's
+        assert shown in text, f"macro_f1 of {name} ({store.macro_f1[name]}) not on the compare page"
+    browser.save_screenshot(str(shots / "2-compare-variants.png"))
+
+
+def test_registered_model_page_shows_the_champion(store: Store, ui: str, browser: Any, shots: Path) -> None:
+    promotion = json.loads((store.project / "reports/promotion.json").read_text())
+    champion = str(promotion["champion_after"])
+    browser.get(f"{ui}/#/models/{MODEL}")
+    text = wait_for_text(browser, MODEL, f"Version {champion}", "champion")
+    assert "challenger" in text
+    browser.save_screenshot(str(shots / "3-registered-model.png"))
+
+
+def test_parent_run_artifacts_hold_the_leaderboard_and_pareto_plot(
+    store: Store, ui: str, browser: Any, shots: Path
+) -> None:
+    browser.get(f"{ui}/#/experiments/{store.experiment_id}/runs/{store.parent['run_id']}/artifacts")
+    wait_for_text(browser, "leaderboard.md", "pareto.png", "params.yaml")
+    for link in browser.find_elements("xpath", "//*[text()='pareto.png']"):
+        if link.is_displayed():
+            link.click()
+            break
+    browser.save_screenshot(str(shots / "4-parent-artifacts.png"))
