@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The system packages the team stack (and its tests) need, from Debian: PostgreSQL's server.
+# The system packages the team stack and the tests need, from Debian: PostgreSQL's server, and Chromium with its
+# driver for the browser test of the MLflow UI (tests/e2e). Nothing downloads a browser from anywhere else.
 # Installs nothing that is already there; needs root (or sudo) only when something is missing.
 set -euo pipefail
 need=()
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ "${#need[@]}" -eq 0 ]; then
   echo "system packages: all present"
   exit 0

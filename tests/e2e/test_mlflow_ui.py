@@ -12,11 +12,15 @@ passes by not running. Nothing downloads a browser or a driver.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,52 +152,102 @@ def wait_for_text(driver: Any, *needles: str, timeout: float = 60) -> str:
         raise AssertionError(f"{driver.current_url}: never showed {missing}; page text:\n{text[:3000]}") from exc
 
 
+def click_all(driver: Any, xpath: str) -> int:
+    clicked = 0
+    for element in driver.find_elements("xpath", xpath):
+        if element.is_displayed():
+            element.click()
+            clicked += 1
+    return clicked
+
+
+def open_page(driver: Any, url: str, *needles: str) -> str:
+    """Load ``url`` in the model-training view without the assistant panel, once ``needles`` show."""
+    driver.get(url)
+    text = wait_for_text(driver, *needles)
+    if click_all(driver, "//button[normalize-space(.)='Model training']"):  # the sidebar's workflow switch
+        text = wait_for_text(driver, *needles)
+    click_all(driver, "//button[@aria-label='Close']")  # the MLflow Assistant side panel
+    return text
+
+
 def test_experiment_page_lists_the_pipeline_run_and_its_stage_runs(
     store: Store, ui: str, browser: Any, shots: Path
 ) -> None:
-    browser.get(f"{ui}/#/experiments/{store.experiment_id}")
-    wait_for_text(browser, store.parent["name"])
-    expand_children(browser)
-    names = ["train:tfidf-logreg", "evaluate:tiny-probe", "evaluate:tiny-lora", "compare", "promote"]
-    wait_for_text(browser, store.parent["name"], *names)
+    open_page(browser, f"{ui}/#/experiments/{store.experiment_id}/runs", store.parent["name"])
+    # the parent run is shown collapsed: open it, as a user clicks the [+] next to its name
+    assert click_all(browser, "//button[contains(@data-component-id, 'runnamecellrenderer')]") >= 1
+    names = ["train:tfidf-logreg", "train:tiny-lora", "evaluate:tiny-probe", "evaluate:tiny-lora", "compare", "promote"]
+    text = wait_for_text(browser, store.parent["name"], *names)
+    assert f"{len(store.runs) + 1} matching runs" in text  # the parent and every stage run, nothing else
     browser.save_screenshot(str(shots / "1-experiment-runs.png"))
-
-
-def expand_children(driver: Any) -> None:
-    """The runs table shows a parent run collapsed; open it as a user clicks its expander."""
-    for button in driver.find_elements("css selector", "[aria-label*='xpand'], [data-testid*='expand']"):
-        if button.is_displayed():
-            button.click()
 
 
 def test_compare_view_shows_macro_f1_of_every_variant(store: Store, ui: str, browser: Any, shots: Path) -> None:
     evaluated = {name: run_id for name, run_id in store.runs.items() if name.startswith("evaluate:")}
     assert len(evaluated) == 3
     ids = json.dumps(list(evaluated.values()))
-    browser.get(f"{ui}/#/compare-runs?runs={ids}&experiments={json.dumps([store.experiment_id])}")
-    text = wait_for_text(browser, "macro_f1", *evaluated)
-    for name in evaluated:
-        shown = f"{store.macro_f1[name]:.4g}"[:5]  # the UI rounds; its leading digits must match the store's
-        assert shown in text, f"macro_f1 of {name} ({store.macro_f1[name]}) not on the compare page"
+    url = f"{ui}/#/compare-runs?runs={ids}&experiments={json.dumps([store.experiment_id])}"
+    open_page(browser, url, "Metrics", "accuracy", *evaluated)
+    name = scroll_to_metric(browser, "macro_f1")
+    # the metrics grid lays rows out absolutely: the values sit at the same height as the metric's name
+    top = re.search(r"top: ([0-9.]+px)", name.get_attribute("style") or "")
+    assert top, name.get_attribute("outerHTML")
+    cells = [c.text for c in browser.find_elements("xpath", f"//div[contains(@style, 'top: {top.group(1)}')]")]
+    shown = [float(c) for c in cells if re.fullmatch(r"[-0-9.e]+", c)]
+    expected = [store.macro_f1[n] for n in evaluated]
+    assert len(shown) == len(expected), cells
+    assert all(math.isclose(a, b, rel_tol=5e-3) for a, b in zip(shown, expected, strict=True)), (shown, expected)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", name)
     browser.save_screenshot(str(shots / "2-compare-variants.png"))
+
+
+def scroll_to_metric(driver: Any, metric: str) -> Any:
+    """The compare page renders only the metric rows in view: scroll its metrics grid until ``metric`` shows."""
+    xpath = f"//a[normalize-space(text())='{metric}']/.."
+    first = driver.find_element("xpath", "//a[normalize-space(text())='accuracy']")
+    for _ in range(60):
+        if found := driver.find_elements("xpath", xpath):
+            return found[0]
+        driver.execute_script(
+            """let e = arguments[0];
+            while (e && !(e.scrollHeight > e.clientHeight + 5 && getComputedStyle(e).overflowY !== 'visible')) {
+              e = e.parentElement;
+            }
+            (e || document.scrollingElement).scrollTop += 120;""",
+            first,
+        )
+        time.sleep(0.2)
+    raise AssertionError(f"metric {metric} never appeared on the compare page:\n{page_text(driver)[:3000]}")
 
 
 def test_registered_model_page_shows_the_champion(store: Store, ui: str, browser: Any, shots: Path) -> None:
     promotion = json.loads((store.project / "reports/promotion.json").read_text())
     champion = str(promotion["champion_after"])
-    browser.get(f"{ui}/#/models/{MODEL}")
-    text = wait_for_text(browser, MODEL, f"Version {champion}", "champion")
-    assert "challenger" in text
+    open_page(browser, f"{ui}/#/models/{MODEL}", MODEL, f"Version {champion}")
+    link = browser.find_element("xpath", f"//a[normalize-space(.)='Version {champion}']")
+    row = link.find_element("xpath", "./ancestor::*[@role='row' or self::tr][1]")
+    assert "champion" in row.text and promotion["challenger"]["variant"] in row.text, row.text  # alias, variant tag
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", link)
     browser.save_screenshot(str(shots / "3-registered-model.png"))
 
 
 def test_parent_run_artifacts_hold_the_leaderboard_and_pareto_plot(
     store: Store, ui: str, browser: Any, shots: Path
 ) -> None:
-    browser.get(f"{ui}/#/experiments/{store.experiment_id}/runs/{store.parent['run_id']}/artifacts")
-    wait_for_text(browser, "leaderboard.md", "pareto.png", "params.yaml")
-    for link in browser.find_elements("xpath", "//*[text()='pareto.png']"):
-        if link.is_displayed():
-            link.click()
-            break
+    url = f"{ui}/#/experiments/{store.experiment_id}/runs/{store.parent['run_id']}/artifacts"
+    open_page(browser, url, "leaderboard.md", "leaderboard.csv", "pareto.png", "params.yaml")
+    assert click_all(browser, "//*[normalize-space(text())='pareto.png']") >= 1
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the preview is the logged PNG itself: an image as wide as reports/pareto.png
+    width = struct.unpack(">I", (store.project / "reports/pareto.png").read_bytes()[16:20])[0]
+
+    def preview(d: Any) -> Any:
+        for image in d.find_elements("css selector", "img[src^='blob:']"):
+            if image.is_displayed() and d.execute_script("return arguments[0].naturalWidth", image) == width:
+                return image
+        return False
+
+    WebDriverWait(browser, 30).until(preview)
     browser.save_screenshot(str(shots / "4-parent-artifacts.png"))

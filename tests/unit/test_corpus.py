@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -57,3 +58,27 @@ def test_conform_user_frame_defaults() -> None:
 def test_conform_user_frame_errors_name_file_column_row(frame: pd.DataFrame, pattern: str) -> None:
     with pytest.raises(DataError, match=pattern):
         conform_user_frame(frame, file="f.csv", labels=LABELS)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "pattern"),
+    [
+        # an unquoted comma: pandas would silently turn the first field into the index and shift every column
+        ("in.csv", 'text,label\ngood day,positive\nwhat a film, really,positive\n',
+         r"in\.csv: line 3 has 3 fields but the header has 2: quote texts that contain a comma"),
+        ("in.tsv", "text\tlabel\na\tb\tc\nok\tpositive\n", r"line 2 has 3 fields but the header has 2: .* a tab"),
+    ],
+)  # fmt: skip
+def test_read_table_refuses_rows_with_more_fields_than_the_header(
+    tmp_path: Path, name: str, content: str, pattern: str
+) -> None:
+    from variantlab.errors import DataError
+    from variantlab.io.sources import read_table
+
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=pattern):
+        read_table(path)
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('text,label\n"what a film, really",positive\n', encoding="utf-8")
+    assert read_table(quoted)["text"].tolist() == ["what a film, really"]

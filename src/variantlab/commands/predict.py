@@ -22,6 +22,7 @@ def predict_file(
     batch_size: int = 256,
     proba: bool = False,
 ) -> int:
+    import numpy as np
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -46,7 +47,7 @@ def predict_file(
     bad = texts.isna() | (texts.astype(str).str.strip() == "")
     if bad.any():
         first_line = 2 if source.suffix.lower() in {".csv", ".tsv"} else 1  # a CSV's header is line 1
-        rows = [int(i) + first_line for i in bad[bad].index[:20]]
+        rows = [int(i) + first_line for i in np.flatnonzero(bad.to_numpy())[:20]]  # positions, not labels
         raise DataError(f"{int(bad.sum())} empty or missing texts", file=str(source), column=text_column, rows=rows)
     model = load_pyfunc(model_uri)
     labels: list[str] = []

@@ -102,7 +102,15 @@ def read_table(path: Path, *, shown: str | None = None) -> pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in {".csv", ".tsv"}:
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8")
+            sep = "\t" if suffix == ".tsv" else ","
+            try:
+                frame = pd.read_csv(path, sep=sep, encoding="utf-8")
+            except pd.errors.ParserError:
+                _raise_if_ragged(path, sep, name)
+                raise
+            if not isinstance(frame.index, pd.RangeIndex):  # pandas took the extra first field as an index
+                _raise_if_ragged(path, sep, name)
+            return frame
     except pd.errors.EmptyDataError:
         raise DataError("file is empty", file=name) from None
     except UnicodeDecodeError:
@@ -115,6 +123,22 @@ def read_table(path: Path, *, shown: str | None = None) -> pd.DataFrame:
     except (pd.errors.ParserError, OSError, ValueError) as exc:
         raise DataError(f"cannot be read: {str(exc).splitlines()[0]}", file=name) from None
     raise DataError("unsupported format (use .csv, .tsv or .parquet)", file=name)
+
+
+def _raise_if_ragged(path: Path, sep: str, name: str) -> None:
+    """A DataError naming the first line whose field count differs from the header's, if there is one."""
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        header = next(reader, [])
+        for record in reader:
+            if record and len(record) != len(header):
+                raise DataError(
+                    f"line {reader.line_num} has {len(record)} fields but the header has {len(header)}: quote "
+                    f"texts that contain {'a tab' if sep == chr(9) else 'a comma'} (\"like, this\")",
+                    file=name,
+                )
 
 
 def _first_bad_utf8(path: Path) -> tuple[int, bytes]:

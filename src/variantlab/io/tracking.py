@@ -17,6 +17,8 @@ from variantlab.core import timing
 
 PARENT_ENV = "VARIANTLAB_PARENT_RUN_ID"
 EXPERIMENT_PREFIX = "variantlab-"
+# The MLflow 3 UI opens an experiment of this kind on its training runs (else on GenAI traces, empty here).
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def project_root() -> Path:
@@ -49,12 +51,16 @@ def configure(root: Path, project: str) -> str:
     name = f"{EXPERIMENT_PREFIX}{project}"
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         mlflow.set_experiment(experiment_id=experiment.experiment_id)
         return str(experiment.experiment_id)
     # A local store keeps its artifacts next to it (mlartifacts/); a server decides for itself.
     location = (root / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
     try:
-        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        experiment_id = mlflow.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
     except mlflow.exceptions.MlflowException:  # created by a concurrent stage in the meantime
         experiment_id = mlflow.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
     mlflow.set_experiment(experiment_id=experiment_id)
