@@ -136,7 +136,7 @@ def _raise_if_ragged(path: Path, sep: str, name: str) -> None:
             if record and len(record) != len(header):
                 raise DataError(
                     f"line {reader.line_num} has {len(record)} fields but the header has {len(header)}: quote "
-                    f"texts that contain {'a tab' if sep == chr(9) else 'a comma'} (\"like, this\")",
+                    f'texts that contain {"a tab" if sep == chr(9) else "a comma"} ("like, this")',
                     file=name,
                 )
 
