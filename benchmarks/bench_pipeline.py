@@ -15,7 +15,7 @@ Writes ``reports/bench/pipeline.json``:
   ``time.startup_s``. Target: <= 1 s for the stages that use no model. ``evaluate@minilm-full`` is the
   before/after of the profile (see the README).
 
-Usage: ``python -m benchmarks.bench_pipeline`` (about 8 minutes on 2 cores).
+Usage: ``python -m benchmarks.bench_pipeline`` (about 10 minutes on 2 cores).
 """
 
 from __future__ import annotations
