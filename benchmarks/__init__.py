@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import statistics
 import subprocess
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,3 +38,21 @@ def bench_env(**extra: str) -> dict[str, str]:
     """This environment without a tracking server, stack or Prefect API of the caller's: the project's own store."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VARIANTLAB_", "PREFECT_API"))}
     return {**env, "DVC_NO_ANALYTICS": "1", **extra}
+
+
+def timed(argv: list[str], cwd: Path, env: Mapping[str, str], repeat: int = 3) -> float:
+    """Median wall seconds of a command, after one warm-up run (which fills the page cache)."""
+    subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False)
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times), 3)
+
+
+def write_report(out: Path, report: Mapping[str, Any], hide: str | None = None) -> None:
+    """``reports/bench/<name>.json``, and the report on stdout (without its bulky ``hide`` key)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in report.items() if k != hide}, indent=2))

@@ -16,41 +16,29 @@ Usage: ``python -m benchmarks.bench_overheads`` (about 3 minutes on 2 cores).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO, timed, write_report
+
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1"}
 OUT = REPO / "reports" / "bench" / "overheads.json"
 STAGES = ("ingest", "validate", "prepare", "train", "evaluate", "compare", "promote")
 
 
-def timed(argv: list[str], repeat: int = 3) -> float:
-    """Median wall seconds of a command (after one warm-up run)."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    subprocess.run(argv, cwd=REPO, env=env, capture_output=True, check=False)
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run(argv, cwd=REPO, env=env, capture_output=True, check=False)
-        times.append(time.perf_counter() - started)
-    return round(statistics.median(times), 3)
-
-
 def imports() -> dict[str, Any]:
     """Cold import time of what stages load, each in a fresh interpreter, beyond a bare interpreter start."""
-    bare = timed([sys.executable, "-c", "pass"], repeat=5)
+    bare = timed([sys.executable, "-c", "pass"], REPO, ENV, repeat=5)
     out: dict[str, Any] = {"python_start_s": bare, "libraries": {}, "stage_modules": {}}
     for library in ("pandas", "mlflow", "great_expectations", "sklearn", "skops.io", "torch", "transformers"):
-        out["libraries"][library] = round(timed([sys.executable, "-c", f"import {library}"]) - bare, 3)
+        out["libraries"][library] = round(timed([sys.executable, "-c", f"import {library}"], REPO, ENV) - bare, 3)
     for stage in STAGES:  # the modules alone: heavy imports wait inside each stage's run()
-        wall = timed([sys.executable, "-c", f"import variantlab.stages.{stage}"])
+        wall = timed([sys.executable, "-c", f"import variantlab.stages.{stage}"], REPO, ENV)
         out["stage_modules"][stage] = round(wall - bare, 3)
     out["target"] = "non-model stages <= 1 s of imports"
     return out
@@ -161,9 +149,7 @@ def main() -> int:
     result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores", "imports": imports()}
     result["validation"] = validation()
     result.update(tracking_and_cache())
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_report(OUT, result)
     return 0
 
 

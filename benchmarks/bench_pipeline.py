@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import REPO, bench_env, copy_checkout
+from benchmarks import REPO, bench_env, copy_checkout, timed, write_report
 
 OUT = REPO / "reports" / "bench" / "pipeline.json"
 # (stage, command arguments): four stages without a model, and the slowest kind of model stage.
@@ -109,16 +108,6 @@ def pipeline(project: Path, env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def timed(argv: list[str], project: Path, env: dict[str, str], repeat: int = 3) -> float:
-    subprocess.run(argv, cwd=project, env=env, capture_output=True, check=False)  # warm the page cache
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run(argv, cwd=project, env=env, capture_output=True, check=False)
-        times.append(time.perf_counter() - started)
-    return round(statistics.median(times), 3)
-
-
 def noop(project: Path, env: dict[str, str]) -> dict[str, Any]:
     dvc = [sys.executable, "-m", "dvc"]
     status = subprocess.run([*dvc, "status", "--quiet"], cwd=project, env=env, capture_output=True, check=False)
@@ -163,9 +152,7 @@ def main() -> int:
         print(json.dumps({k: v for k, v in report["overhead"].items() if k != "per_stage"}), file=sys.stderr)
         report["noop"] = noop(project, env)
         report["startup"] = startup(project, env)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: v for k, v in report.items() if k != "overhead"}, indent=2))
+    write_report(OUT, report, hide="overhead")
     return 0
 
 

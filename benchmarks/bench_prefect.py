@@ -12,14 +12,13 @@ Usage: ``python -m benchmarks.bench_prefect`` (about 8 minutes on 2 cores).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import REPO, bench_env, copy_checkout
+from benchmarks import REPO, bench_env, copy_checkout, write_report
 
 OUT = REPO / "reports" / "bench" / "prefect.json"
 
@@ -61,9 +60,7 @@ def main() -> int:
         "server_start_seconds": round(server_seconds, 1),
         "per_stage": {r["stage"]: {"stage": r["seconds"], "task": r["task_seconds"]} for r in results},
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: v for k, v in report.items() if k != "per_stage"}, indent=2))
+    write_report(OUT, report, hide="per_stage")
     return 0
 
 
