@@ -17,7 +17,7 @@ from variantlab.core import timing
 
 PARENT_ENV = "VARIANTLAB_PARENT_RUN_ID"
 EXPERIMENT_PREFIX = "variantlab-"
-# The MLflow 3 UI opens an experiment of this kind on its training runs (else on GenAI traces, empty here).
+# MLflow 3's experiment kind for classic model training; without it the UI has to guess from the runs.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
