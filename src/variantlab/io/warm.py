@@ -308,7 +308,7 @@ def serve(path: Path, preload: tuple[str, ...] = PRELOAD) -> None:
         events = selector.select(timeout=0 if pending else 0.2)
         for _key, _mask in events:
             conn, _ = listener.accept()
-            child = _accept(conn, server_env, pending)
+            child = _accept(conn, server_env, pending, [listener, *children.values()])
             if child is not None:
                 children[child] = conn
         _reap(children)
@@ -319,7 +319,11 @@ def serve(path: Path, preload: tuple[str, ...] = PRELOAD) -> None:
         conn.close()
 
 
-def _accept(conn: socket.socket, server_env: Mapping[str, str], pending: list[str]) -> int | None:
+def _accept(
+    conn: socket.socket, server_env: Mapping[str, str], pending: list[str], others: list[socket.socket]
+) -> int | None:
+    """Answer one connection: a ping, a refusal, or a forked child (``others``: sockets the child must not keep,
+    or a stage that ends would wait for one that is still running to let go of its connection)."""
     try:
         conn.settimeout(10)
         header, fds, _flags, _addr = socket.recv_fds(conn, 4, 3)
@@ -342,6 +346,8 @@ def _accept(conn: socket.socket, server_env: Mapping[str, str], pending: list[st
         return None
     pid = os.fork()
     if pid == 0:
+        for other in others:
+            other.close()
         _run_child(conn, fds, request)
     for fd in fds:
         os.close(fd)
