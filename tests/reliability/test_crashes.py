@@ -48,6 +48,7 @@ def start_paused_promote(project: Path, **env: str) -> subprocess.Popen[str]:
     return proc
 
 
+@pytest.mark.slow
 def test_sigterm_and_ctrl_c_kill_the_run_and_kill_9_leaves_an_orphan_the_next_run_fails(tmp_path: Path) -> None:
     project = tiny_project(tmp_path / "p", data=tiny_sentences(240))
     done = run(project, "-m", "dvc", "repro", "compare")
@@ -168,6 +169,7 @@ def run_tags(project: Path, name: str) -> list[dict[str, str]]:
         return [dict(db.execute("select key, value from tags where run_uuid = ?", (r,)).fetchall()) for r in runs]
 
 
+@pytest.mark.slow
 def test_stages_forked_from_the_warm_interpreter_behave_as_stage_processes(tmp_path: Path) -> None:
     """``variantlab run`` hands each stage command to a warm interpreter (variantlab.io.warm): same output, exit
     codes and run states as a plain process; signals reach the stage; ``kill -9`` of DVC's stage process ends
