@@ -98,11 +98,13 @@ def stage_run(
     """
     import mlflow
 
+    from variantlab.io import warm
+
     experiment_id = configure(root, project)
     tags = {
         "variantlab.stage": stage,
         "mlflow.source.git.commit": git_commit(root),
-        "variantlab.warm": "true" if os.environ.get("VARIANTLAB_WARM_CHILD") == "1" else "false",
+        "variantlab.warm": "true" if os.environ.get(warm.CHILD_ENV) == "1" else "false",
     }
     if variant:
         tags["variant"] = variant
@@ -240,13 +242,13 @@ def record_reused(stage: str, metrics_file: Path, *, root: Path, project: str) -
 
     Uses the client API so it works inside a process whose parent run is the active one.
     """
-    import json
-
     import mlflow
+
+    from variantlab.io.files import read_json
 
     producer = "unknown"
     if metrics_file.is_file():
-        producer = json.loads(metrics_file.read_text(encoding="utf-8")).get("mlflow_run_id") or producer
+        producer = read_json(metrics_file).get("mlflow_run_id") or producer
     stage_name, _, variant = stage.partition("@")
     tags = {
         "variantlab.stage": stage_name,
@@ -258,7 +260,7 @@ def record_reused(stage: str, metrics_file: Path, *, root: Path, project: str) -
         tags["variant"] = variant
         trained = root / paths.train_metrics(variant)
         if trained.is_file():
-            tags["strategy"] = str(json.loads(trained.read_text(encoding="utf-8")).get("kind", "unknown"))
+            tags["strategy"] = str(read_json(trained).get("kind", "unknown"))
     if parent := os.environ.get(PARENT_ENV):
         tags["mlflow.parentRunId"] = parent
     client = mlflow.MlflowClient()

@@ -145,11 +145,9 @@ def delegate() -> int | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
-        import psutil
+        from variantlab.core.timing import STARTED_ENV, command_started
 
-        from variantlab.core.timing import STARTED_ENV
-
-        env = {**os.environ, STARTED_ENV: str(psutil.Process().create_time())}
+        env = {**os.environ, STARTED_ENV: str(command_started())}
         request = {"module": module, "argv": sys.argv, "cwd": os.getcwd(), "env": env, "pgid": os.getpgrp()}
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
