@@ -26,7 +26,7 @@ OUT = REPO / "reports" / "bench" / "prefect.json"
 def main() -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from variantlab.io.services import prefect_server
+    from variantlab.proc.services import prefect_server
 
     with tempfile.TemporaryDirectory(prefix="variantlab-bench-prefect-") as tmp:
         project = Path(tmp) / "project"

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from variantlab.io.stack import Ports, Stack, read_env_file
+from variantlab.proc.stack import Ports, Stack, read_env_file
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports" / "bench" / "stack.json"

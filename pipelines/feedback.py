@@ -18,15 +18,27 @@ from prefect.artifacts import create_markdown_artifact
 
 from pipelines.retrain import retrain
 from variantlab import paths
-from variantlab.config import LABELS, Params, load_params
+from variantlab.config import Params, load_params
 from variantlab.errors import ValidationFailed
 
 
-def read_new_data(path: Path) -> Any:
-    from variantlab.core.corpus import conform_user_frame
-    from variantlab.io.sources import read_table
+def read_new_data(path: Path, params: Params) -> Any:
+    """The new file in the raw schema, read for the project's task (its labels or its target)."""
+    from variantlab.io.sources import read_task_file
 
-    return conform_user_frame(read_table(path), file=str(path), labels=LABELS)
+    return read_task_file(path, params)
+
+
+def project_task(root: Path, params: Params, frame: Any) -> Any:
+    """The task the champion's data was prepared for (label set frozen), or the params' task on this frame."""
+    from variantlab.core.task import Task, resolve_task
+
+    frozen = root / paths.TASK
+    if frozen.is_file():
+        import json
+
+        return Task.from_json(json.loads(frozen.read_text(encoding="utf-8")))
+    return resolve_task(params, frame["label"], file=str(frozen))
 
 
 @task(name="validate-new-data", task_run_name="validate-new-data")
@@ -36,8 +48,9 @@ def validate_new_data(data_path: str, root: str) -> dict[str, Any]:
     from variantlab.io.validation import render_failures, run_suite
 
     params = load_params(Path(root) / "params.yaml")
-    frame = read_new_data(Path(data_path))
-    report = run_suite(validation_view(frame, params.labels), build_suite(params.validation))
+    frame = read_new_data(Path(data_path), params)
+    task = project_task(Path(root), params, frame)
+    report = run_suite(validation_view(frame, task), build_suite(params.validation, task))
     if report.errors or report.warnings:
         get_run_logger().warning(render_failures(report, data_path))
     if report.errors:
@@ -65,11 +78,19 @@ def _embedding_sample(params: Params, root: Path, texts: list[str], seed: int) -
 
 @task(name="measure-drift", task_run_name="measure-drift")
 def measure_drift(data_path: str, root: str) -> dict[str, Any]:
-    """Label mix, domain mix, text length and embedding centroid against the champion's training split."""
+    """Label mix (or target distribution), domain mix, text length and embedding centroid against the champion's
+    training split."""
     import mlflow
     import pandas as pd
 
-    from variantlab.core.drift import DriftCheck, DriftReport, centroid_distance, length_shift, total_variation
+    from variantlab.core.drift import (
+        DriftCheck,
+        DriftReport,
+        centroid_distance,
+        length_shift,
+        target_shift,
+        total_variation,
+    )
     from variantlab.io.files import md5_file, write_json
     from variantlab.io.tracking import stage_run
 
@@ -82,21 +103,17 @@ def measure_drift(data_path: str, root: str) -> dict[str, Any]:
             "no training split to compare with; run the pipeline once first", file=str(reference_file)
         )
     reference = pd.read_parquet(reference_file)
-    current = read_new_data(Path(data_path))
-    from variantlab.core.preprocessing import label_from_rating
-
-    current = current.assign(
-        label=current["label"].fillna(
-            label_from_rating(current["rating"], params.labels.negative_max, params.labels.positive_min)
-        )
-    )
+    current = read_new_data(Path(data_path), params)
+    task = project_task(project, params, current)
     checks = []
-    for name, column, threshold in (
-        ("label_shift", "label", cfg.max_label_shift),
-        ("domain_shift", "domain", cfg.max_domain_shift),
-    ):
-        value, detail = total_variation(reference[column], current[column])
-        checks.append(DriftCheck(name, value, threshold, detail))
+    if task.is_classification:
+        value, detail = total_variation(reference["label"], current["label"])
+        checks.append(DriftCheck("label_shift", value, cfg.max_label_shift, detail))
+    else:
+        value, detail = target_shift(reference["value"], current["value"])
+        checks.append(DriftCheck("target_shift", value, cfg.max_target_shift, detail))
+    value, detail = total_variation(reference["domain"], current["domain"])
+    checks.append(DriftCheck("domain_shift", value, cfg.max_domain_shift, detail))
     value, detail = length_shift(reference["text"], current["text"])
     checks.append(DriftCheck("length_shift", value, cfg.max_length_shift, detail))
     if params.models:
@@ -134,7 +151,7 @@ def append_data(data_path: str, root: str) -> dict[str, Any]:
     from variantlab.io.files import md5_file, sha256_file, write_parquet
 
     project = Path(root)
-    new = read_new_data(Path(data_path))
+    new = read_new_data(Path(data_path), load_params(project / "params.yaml"))
     batch = sha256_file(Path(data_path))[:12]
     new = new.assign(id=[f"{paths.FEEDBACK_ID_PREFIX}{batch}:{i}" for i in new["id"].astype(str)])
     target = project / paths.FEEDBACK_FILE

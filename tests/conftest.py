@@ -29,7 +29,7 @@ def team_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     that, the session starts its own on free ports and stops it at the end. Tests share it, so each one uses
     its own experiment and registered-model names.
     """
-    from variantlab.io.stack import read_env_file, running
+    from variantlab.proc.stack import read_env_file, running
 
     if given := os.environ.get("VARIANTLAB_STACK_ENV"):
         yield read_env_file(Path(given))

@@ -113,8 +113,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 def _cmd_promote(args: argparse.Namespace) -> int:
     from variantlab.stages import promote
+    from variantlab.stages.context import parse_stage_args
 
-    return promote.run(["--dry-run"] if args.dry_run else [])
+    ctx = parse_stage_args("Register the best variant and promote it if it is provably better.", [])
+    return promote.run(ctx, dry=bool(args.dry_run))
 
 
 def _registry_setup(args: argparse.Namespace) -> tuple[Path, str, str]:
@@ -124,7 +126,7 @@ def _registry_setup(args: argparse.Namespace) -> tuple[Path, str, str]:
     root = project_root()
     params = load_params(root / "params.yaml")
     configure(root, params.project.name)
-    return root, params.project.name, args.model or params.promotion.registered_model
+    return root, params.project.name, args.model or params.registered_model
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
@@ -212,7 +214,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
-    from variantlab.io.stack import Ports, Stack, read_env_file
+    from variantlab.proc.stack import Ports, Stack, read_env_file
 
     stack = Stack(args.state, Ports(args.postgres_port, args.s3_port, args.mlflow_port, args.prefect_port))
     if args.action == "up":
@@ -274,10 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="move @champion back to the previous champion, and record it")
     rollback.add_argument("--to", help="a version number to move @champion to (default: the previous champion)")
     rollback.add_argument("--reason", help="why (kept in the alias history)")
-    rollback.add_argument("--model", help="registered model (default: promotion.registered_model)")
+    rollback.add_argument("--model", help="registered model (default: variantlab-<project.name>)")
     rollback.set_defaults(func=_cmd_rollback)
     history = sub.add_parser("history", help="every alias move of the registered model")
-    history.add_argument("--model", help="registered model (default: promotion.registered_model)")
+    history.add_argument("--model", help="registered model (default: variantlab-<project.name>)")
     history.add_argument("--json", action="store_true", help="print JSON lines")
     history.set_defaults(func=_cmd_history)
     verify = sub.add_parser("verify", help="re-evaluate a registered model and check it against its records")
@@ -286,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", type=Path, help="also write the report as JSON here")
     verify.set_defaults(func=_cmd_verify)
     predict = sub.add_parser("predict", help="batch predictions for a CSV or Parquet file")
-    predict.add_argument("model_uri", help="any MLflow model URI, e.g. models:/variantlab-sentiment@champion")
+    predict.add_argument("model_uri", help="any MLflow model URI, e.g. models:/variantlab-<project.name>@champion")
     predict.add_argument("input", type=Path, help="a .csv, .tsv or .parquet file")
     predict.add_argument("-o", "--output", type=Path, required=True, help="a .csv or .parquet file to write")
     predict.add_argument("--text-column", default="text")

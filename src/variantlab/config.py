@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from variantlab.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
-LABELS = ("negative", "neutral", "positive")
-VADER_DOMAINS = ("tweets", "movie_reviews", "amazon_reviews", "nyt_editorials")
+MAX_LABELS = 20
 
 
 class Strict(BaseModel):
@@ -20,7 +19,7 @@ class Strict(BaseModel):
 
 
 class ProjectConfig(Strict):
-    name: str = "sentiment"
+    name: str = Field("project", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the registered model is variantlab-<name>
     seed: int = 42
 
 
@@ -37,30 +36,107 @@ class DataConfig(Strict):
     vader: VaderSource
 
 
-class LabelConfig(Strict):
-    """Ratings at or below ``negative_max`` are negative, at or above ``positive_min`` positive."""
+class LabelBin(Strict):
+    """One label of a label rule: values in [min, max] (both inclusive; a missing bound is open)."""
 
-    negative_max: float = -0.5
-    positive_min: float = 0.5
+    label: str = Field(min_length=1)
+    min: float | None = None
+    max: float | None = None
+
+
+class LabelRule(Strict):
+    """Derive a row's label from a numeric column when the row has no label: the first matching bin wins."""
+
+    column: str = Field("rating", min_length=1)
+    bins: tuple[LabelBin, ...] = Field(min_length=2)
 
     @model_validator(mode="after")
-    def _ordered(self) -> LabelConfig:
-        if self.negative_max >= self.positive_min:
-            raise ValueError("labels.negative_max must be below labels.positive_min")
+    def _catch_all_last(self) -> LabelRule:
+        open_bins = [b.label for b in self.bins[:-1] if b.min is None and b.max is None]
+        if open_bins:
+            raise ValueError(f"label_rule bin '{open_bins[0]}' has no bounds, so the bins after it never match")
         return self
+
+
+class Polarity(Strict):
+    """Two labels that negation swaps ("good" -> "not good"): the negation check runs only when declared."""
+
+    positive: str
+    negative: str
+
+
+class BehaviourConfig(Strict):
+    invariance: bool = True  # swapping a person's name or a number must not change the answer
+    polarity: Polarity | None = None  # classification only
+
+
+class ClassificationTask(Strict):
+    """Texts to one of 2-20 labels: listed in order, or ``auto`` (the sorted labels found in the data)."""
+
+    kind: Literal["classification"]
+    label_column: str = Field("label", min_length=1)
+    labels: Literal["auto"] | tuple[str, ...] = "auto"
+    positive_label: str | None = None  # binary: the class ROC-AUC and PR-AUC score (default: the second label)
+    label_rule: LabelRule | None = None
+    value_range: tuple[float, float] | None = None  # valid range of label_rule.column
+    behaviour: BehaviourConfig = BehaviourConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClassificationTask:
+        problems = []
+        if self.labels != "auto":
+            if not 2 <= len(self.labels) <= MAX_LABELS:
+                problems.append(f"task.labels needs 2 to {MAX_LABELS} labels, got {len(self.labels)}")
+            if len(set(self.labels)) != len(self.labels):
+                problems.append(f"task.labels repeats a label: {list(self.labels)}")
+            declared = set(self.labels)
+            named = [b.label for b in self.label_rule.bins] if self.label_rule else []
+            if self.positive_label is not None:
+                named.append(self.positive_label)
+            if self.behaviour.polarity is not None:
+                named += [self.behaviour.polarity.positive, self.behaviour.polarity.negative]
+            unknown = sorted({n for n in named if n not in declared})
+            if unknown:
+                problems.append(f"task names label(s) {unknown} that are not in task.labels {list(self.labels)}")
+        if self.positive_label is not None and self.labels != "auto" and len(self.labels) != 2:
+            problems.append("task.positive_label is for a binary task (two labels)")
+        if self.value_range is not None and self.value_range[0] > self.value_range[1]:
+            problems.append("task.value_range must be [low, high]")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class RegressionTask(Strict):
+    """Texts to a number: the target column and its valid range."""
+
+    kind: Literal["regression"]
+    target_column: str = Field("target", min_length=1)
+    value_range: tuple[float, float] | None = None
+    strata: int = Field(5, ge=1, le=20)  # quantile bins of the target that splits and subsamples stratify by
+    behaviour: BehaviourConfig = BehaviourConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegressionTask:
+        if self.behaviour.polarity is not None:
+            raise ValueError("task.behaviour.polarity is for classification (a regression task has no labels)")
+        if self.value_range is not None and self.value_range[0] > self.value_range[1]:
+            raise ValueError("task.value_range must be [low, high]")
+        return self
+
+
+TaskConfig = Annotated[ClassificationTask | RegressionTask, Field(discriminator="kind")]
 
 
 Severity = Literal["error", "warning"]
 
 
 class ValidationConfig(Strict):
-    rating_min: float = -4.0
-    rating_max: float = 4.0
     text_min_chars: int = Field(1, ge=0)
     text_max_chars: int = Field(5000, ge=1)
-    domains: tuple[str, ...] = VADER_DOMAINS
+    domains: tuple[str, ...] | None = None  # the allowed domains; null: any (data without a domain is one slice)
     max_duplicate_fraction: float = Field(0.02, ge=0, le=1)
-    min_class_fraction: float = Field(0.1, ge=0, le=1)
+    min_class_fraction: float = Field(0.1, ge=0, le=1)  # classification: the floor of every class
     severity: dict[str, Severity] = Field(default_factory=dict)
 
 
@@ -103,6 +179,7 @@ class TfidfVariant(VariantBase):
     min_df: int = Field(2, ge=1)
     C: float = Field(4.0, gt=0)
     max_iter: int = Field(1000, ge=1)
+    class_weight: Literal["balanced"] | None = None  # classification only: weigh rare classes up
 
 
 class ProbeVariant(VariantBase):
@@ -112,6 +189,7 @@ class ProbeVariant(VariantBase):
     batch_size: int = Field(64, ge=1)
     C: float = Field(10.0, gt=0)
     max_iter: int = Field(2000, ge=1)
+    class_weight: Literal["balanced"] | None = None  # classification only: weigh rare classes up
 
 
 class LoraSettings(Strict):
@@ -155,10 +233,15 @@ Variant = Annotated[TfidfVariant | ProbeVariant | FinetuneVariant, Field(discrim
 ENCODER_VARIANTS = (ProbeVariant, FinetuneVariant)
 
 
+CLASSIFICATION_METRICS = ("macro_f1", "accuracy")
+REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman")
+LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+
+
 class PromotionConfig(Strict):
-    registered_model: str = "variantlab-sentiment"
-    metric: Literal["macro_f1", "accuracy"] = "macro_f1"
-    floor: float = Field(0.5, ge=0, le=1)
+    registered_model: str | None = None  # default: variantlab-<project.name>
+    metric: str | None = None  # default: macro_f1 (classification) or mae (regression)
+    floor: float | None = 0.5  # the first champion's metric must reach it (at most it, for mae and rmse)
     min_improvement: float = Field(0.0, ge=0)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     n_bootstrap: int = Field(1000, ge=100)
@@ -173,6 +256,7 @@ class FeedbackConfig(Strict):
     """The retrain-on-new-data flow: drift thresholds against the champion's training data."""
 
     max_label_shift: float = Field(0.25, ge=0, le=1)  # total variation distance of the label mix
+    max_target_shift: float = Field(0.3, ge=0, le=1)  # regression: Kolmogorov-Smirnov statistic of the targets
     max_domain_shift: float = Field(0.5, ge=0, le=1)  # total variation distance of the domain mix
     max_length_shift: float = Field(0.3, ge=0, le=1)  # Kolmogorov-Smirnov statistic of text lengths
     max_centroid_distance: float = Field(0.1, ge=0, le=2)  # cosine distance of mean embeddings
@@ -201,7 +285,7 @@ class Params(Strict):
     profiles: dict[str, ProfileOverrides] = Field(default_factory=dict)
     project: ProjectConfig = ProjectConfig()
     data: DataConfig
-    labels: LabelConfig = LabelConfig()
+    task: TaskConfig
     validation: ValidationConfig = ValidationConfig()
     split: SplitConfig = SplitConfig()
     models: dict[str, ModelEntry] = Field(default_factory=dict)
@@ -224,7 +308,35 @@ class Params(Strict):
                 f"promotion.baseline '{self.promotion.baseline}' is not a variant "
                 f"(declared: {', '.join(sorted(self.variants))}; or null)"
             )
+        if self.task.kind == "regression":
+            misfit = sorted(
+                f"variants.{name}.class_weight"
+                for name, v in self.variants.items()
+                if getattr(v, "class_weight", None) is not None
+            )
+            if misfit:
+                raise ValueError(f"{', '.join(misfit)} is for classification; this task is a regression")
+        allowed = self.metrics_allowed()
+        if self.promotion.metric is not None and self.promotion.metric not in allowed:
+            raise ValueError(
+                f"promotion.metric '{self.promotion.metric}' does not fit a {self.task.kind} task "
+                f"(allowed: {', '.join(allowed)})"
+            )
         return self
+
+    def metrics_allowed(self) -> tuple[str, ...]:
+        if self.task.kind == "regression":
+            return REGRESSION_METRICS
+        return CLASSIFICATION_METRICS  # ROC-AUC and PR-AUC are reported for binary tasks, not gated on
+
+    @property
+    def metric(self) -> str:
+        """The task's main metric: what the leaderboard sorts by and the gate compares."""
+        return self.promotion.metric or ("mae" if self.task.kind == "regression" else "macro_f1")
+
+    @property
+    def registered_model(self) -> str:
+        return self.promotion.registered_model or f"variantlab-{self.project.name}"
 
     def variant(self, name: str) -> TfidfVariant | ProbeVariant | FinetuneVariant:
         if name not in self.variants:

@@ -57,9 +57,9 @@ def guarded(name: str, body: Callable[[], int], argv: Sequence[str]) -> int:
 
     Network failures exit with :data:`TRANSIENT_EXIT` so the Prefect flow retries them; user errors exit 2 and
     are never retried. A stage process started inside ``variantlab run`` hands its command to the pipeline's warm
-    interpreter first (:mod:`variantlab.io.warm`) and exits with that child's status.
+    interpreter first (:mod:`variantlab.proc.warm`) and exits with that child's status.
     """
-    from variantlab.io.warm import delegate
+    from variantlab.proc.warm import delegate
 
     if (delegated := delegate()) is not None:
         return delegated

@@ -7,6 +7,7 @@ from pathlib import Path
 RAW = Path("data/raw/sentences.parquet")
 PREPARED_DIR = Path("data/prepared")
 SPLITS = ("train", "val", "test", "extra")
+TASK = PREPARED_DIR / "task.json"  # the resolved task (label set frozen), written by prepare, read by every later stage
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 MODELS_DIR = Path("models")

@@ -81,7 +81,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, tiny_bert: tuple[Path, str])
 
 @pytest.fixture(scope="module")
 def ui(store: Store) -> Iterator[str]:
-    from variantlab.io.services import free_port, stop, wait_http
+    from variantlab.proc.services import free_port, stop, wait_http
 
     port = free_port()
     log = (store.project.parent / "mlflow-ui.log").open("wb")

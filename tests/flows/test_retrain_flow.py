@@ -10,7 +10,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tests.helpers import clean_env, tiny_project, tiny_sentences
-from variantlab.io.services import prefect_server
+from variantlab.proc.services import prefect_server
 
 
 @pytest.fixture(scope="module")

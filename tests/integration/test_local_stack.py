@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, clean_env, run
-from variantlab.io.stack import port_open, process_alive, read_env_file
+from variantlab.proc.stack import port_open, process_alive, read_env_file
 
 pytestmark = pytest.mark.stack
 

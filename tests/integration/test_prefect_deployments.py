@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import clean_env, registry, run, tiny_project, tiny_sentences
-from variantlab.io.services import prefect_server, stop
+from variantlab.proc.services import prefect_server, stop
 
 pytestmark = pytest.mark.server
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.helpers import DELETE, clean_env, registry, run, tiny_project, tiny_sentences
-from variantlab.io.stack import BUCKET, basic_auth_header, http_status, s3_client
+from variantlab.proc.stack import BUCKET, basic_auth_header, http_status, s3_client
 
 pytestmark = pytest.mark.stack
 

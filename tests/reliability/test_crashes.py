@@ -171,10 +171,10 @@ def run_tags(project: Path, name: str) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_stages_forked_from_the_warm_interpreter_behave_as_stage_processes(tmp_path: Path) -> None:
-    """``variantlab run`` hands each stage command to a warm interpreter (variantlab.io.warm): same output, exit
+    """``variantlab run`` hands each stage command to a warm interpreter (variantlab.proc.warm): same output, exit
     codes and run states as a plain process; signals reach the stage; ``kill -9`` of DVC's stage process ends
     the forked stage too (KILLED, not an orphan)."""
-    from variantlab.io import warm
+    from variantlab.proc import warm
 
     project = tiny_project(tmp_path / "p", data=tiny_sentences(240))
     plain = run(project, "-m", "variantlab.stages.ingest")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.helpers import REPO
-from variantlab.io.stack import DATABASES
+from variantlab.proc.stack import DATABASES
 
 INFRA = REPO / "infra"
 COMPOSE = INFRA / "docker-compose.yml"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from variantlab.core import timing
-from variantlab.io import warm
+from variantlab.proc import warm
 
 
 def test_compute_counts_nested_blocks_once() -> None:

@@ -69,12 +69,44 @@ def _compare(name: str, expected: str | None, found: str | None) -> Check:
     return Check(name, expected or "(not recorded)", found or "(missing)", expected is not None and expected == found)
 
 
+def _task_of(model_dir: Path) -> Any:
+    """The task the model was trained for, from its MLmodel metadata."""
+    from variantlab.core.task import Task
+
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
+    stored = (mlmodel.get("metadata") or {}).get("variantlab_task")
+    if stored is None:
+        raise TrackingError(f"{model_dir.name}: the model's MLmodel names no variantlab task; re-train it")
+    return Task.from_json(stored)
+
+
+def recomputed_metrics(model: Any, test: Any, task: Any) -> dict[str, float]:
+    """The evaluation metrics that depend only on the model's answers, computed again from scratch."""
+    import numpy as np
+    import pandas as pd
+
+    from variantlab.core.metrics import classification_metrics, regression_metrics
+
+    answers = model.predict(test[["text"]])
+    if not task.is_classification:
+        metrics = regression_metrics(test["value"], np.asarray(answers, dtype=float), test["domain"])
+        found = {k: metrics[k] for k in ("mae", "rmse", "r2", "spearman")}
+        for name, row in metrics["per_domain"].items():
+            found |= {f"mae.{name}": row["mae"], f"rmse.{name}": row["rmse"]}
+        return found
+    pred = pd.Series(answers, index=test.index).astype(str)
+    metrics = classification_metrics(test["label"], pred, test["domain"], task.labels)
+    found = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    found.update({f"f1.{k}": v["f1"] for k, v in metrics["per_class"].items()})
+    found.update({f"macro_f1.{k}": v["macro_f1"] for k, v in metrics["per_domain"].items()})
+    return found
+
+
 def verify(uri: str, root: Path, *, tolerance: float = 1e-6) -> tuple[list[Check], dict[str, Any]]:
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from variantlab.core.metrics import classification_metrics
     from variantlab.core.preprocessing import content_hash
     from variantlab.io import registry
     from variantlab.io.files import md5_file, tree_sha256
@@ -113,13 +145,10 @@ def verify(uri: str, root: Path, *, tolerance: float = 1e-6) -> tuple[list[Check
             test = pd.read_parquet(test_file)
             checks.append(_compare("test set content sha256", tags.get("test_sha256"), content_hash(test)))
             model = load_pyfunc(str(local))
-            pred = pd.Series(model.predict(test[["text"]]), index=test.index).astype(str)
-            metrics = classification_metrics(test["label"], pred, test["domain"])
-            found = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
-            found.update({f"f1.{k}": v["f1"] for k, v in metrics["per_class"].items()})
-            found.update({f"macro_f1.{k}": v["macro_f1"] for k, v in metrics["per_domain"].items()})
+            found = recomputed_metrics(model, test, _task_of(local))
             recorded = run.data.metrics
-            for key in sorted(set(found) | {k for k in recorded if k.split(".")[0] in ("f1", "macro_f1", "accuracy")}):
+            families = {key.split(".")[0] for key in found}
+            for key in sorted(set(found) | {k for k in recorded if k.split(".")[0] in families}):
                 want, got = recorded.get(key), found.get(key)
                 ok = want is not None and got is not None and abs(want - got) <= tolerance
                 checks.append(

@@ -1,8 +1,11 @@
 """Behavioural checks in the spirit of CheckList (Ribeiro et al., ACL 2020), reported as pass rates.
 
-- ``negation``: negating a clearly polar sentence must change the prediction ("was good" -> "was not good").
-- ``name_swap``: replacing a person's name must not change it.
-- ``number_swap``: replacing a number must not change it.
+- ``negation``: negating a clearly polar sentence must change the prediction ("was good" -> "was not good");
+  only for a task that declares a polarity pair (``task.behaviour.polarity``).
+- ``name_swap``: replacing a person's name must not change it (``task.behaviour.invariance``).
+- ``number_swap``: replacing a number must not change it (``task.behaviour.invariance``).
+
+For a regression task, "does not change" means within ``tolerance`` of the first answer.
 
 Cases come from fixed templates and a seeded generator, so every variant sees the same ones; name swaps are
 also drawn from the test set's own sentences that mention a listed first name.
@@ -94,17 +97,28 @@ def number_cases(rng: random.Random, n: int) -> list[Case]:
     return _swap_cases(rng, n, "number_swap", templates, NUMBERS)
 
 
-def build_cases(seed: int, per_check: int = 60, test_texts: Sequence[str] = ()) -> list[Case]:
+def build_cases(
+    seed: int, per_check: int = 60, test_texts: Sequence[str] = (), *, negation: bool = True, invariance: bool = True
+) -> list[Case]:
+    """The cases of the checks a task asks for; the seeded generator draws them in the same order either way."""
     rng = random.Random(seed)
-    return [*negation_cases(rng, per_check), *name_cases(rng, per_check, test_texts), *number_cases(rng, per_check)]
+    negated = negation_cases(rng, per_check)
+    swapped = [*name_cases(rng, per_check, test_texts), *number_cases(rng, per_check)]
+    return [*(negated if negation else []), *(swapped if invariance else [])]
 
 
 def run_checks(
-    predict: Callable[[list[str]], Sequence[Any]], cases: Sequence[Case]
+    predict: Callable[[list[str]], Sequence[Any]], cases: Sequence[Case], *, tolerance: float | None = None
 ) -> tuple[dict[str, dict[str, float]], pd.DataFrame]:
-    """Pass rate of each check, and a frame of every case with both predictions and whether it passed."""
+    """Pass rate of each check, and a frame of every case with both predictions and whether it passed.
+
+    ``tolerance``: numeric answers (regression) count as the same when they differ by at most this much.
+    """
+    if not cases:
+        return {}, pd.DataFrame(columns=["check", "original", "changed", "passed"])
     texts = [c.original for c in cases] + [c.changed for c in cases]
-    predicted = [str(p) for p in predict(texts)]
+    answers = list(predict(texts))
+    predicted = [str(p) for p in answers]
     before, after = predicted[: len(cases)], predicted[len(cases) :]
     frame = pd.DataFrame(
         {
@@ -115,7 +129,11 @@ def run_checks(
             "predicted_changed": after,
         }
     )
-    same = frame["predicted_original"] == frame["predicted_changed"]
+    if tolerance is None:
+        same = frame["predicted_original"] == frame["predicted_changed"]
+    else:
+        numbers = pd.Series(answers, dtype="float64").to_numpy()
+        same = pd.Series(abs(numbers[: len(cases)] - numbers[len(cases) :]) <= tolerance, index=frame.index)
     expect_same = pd.Series([c.expect_same for c in cases], index=frame.index)
     frame["passed"] = same == expect_same
     summary = {

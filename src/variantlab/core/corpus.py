@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
 from variantlab.errors import DataError
 
-RAW_COLUMNS = ("id", "text", "rating", "label", "domain")
+# ``value``: the task's numeric column (a regression target, or what a label rule bins), NaN where there is none.
+RAW_COLUMNS = ("id", "text", "value", "label", "domain")
+RAW_DTYPES = {"id": "string", "text": "string", "value": "float64", "label": "string", "domain": "string"}
+NO_DOMAIN = "all"  # the one slice of data without a domain column
 
 # The four files of hutto_ICWSM_2014, their domain names and encodings. The movie file is UTF-8, and so is
 # tweets (4 bytes of a UTF-8 pound sign); the other two are pure ASCII. Decoding is strict either way.
@@ -41,9 +45,7 @@ def parse_ground_truth(content: bytes, *, file: str) -> pd.DataFrame:
         except ValueError:
             raise DataError(f"rating {rating!r} is not a number", file=file, column="rating", rows=[lineno]) from None
         records.append((f"{domain}-{ident.strip()}", sentence.strip(), value, None, domain))
-    return pd.DataFrame.from_records(records, columns=list(RAW_COLUMNS)).astype(
-        {"id": "string", "text": "string", "rating": "float64", "label": "string", "domain": "string"}
-    )
+    return pd.DataFrame.from_records(records, columns=list(RAW_COLUMNS)).astype(RAW_DTYPES)
 
 
 def _bad_rows(mask: pd.Series) -> list[int]:
@@ -51,23 +53,40 @@ def _bad_rows(mask: pd.Series) -> list[int]:
     return [int(i) + 2 for i in mask[mask].index]  # all of them: the error shows five and counts the rest
 
 
-USER_COLUMNS = ("id", "text", "label", "rating", "domain")
+@dataclass(frozen=True)
+class UserColumns:
+    """Which columns of a user file the task reads: its label column and/or its numeric column."""
+
+    label: str | None  # classification
+    value: str | None  # regression target, or the label rule's column
+    labels: tuple[str, ...] | None  # the declared label set (None: auto, any label)
+
+    def allowed(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c for c in ("id", "text", self.label, self.value, "domain") if c))
 
 
-def conform_user_frame(frame: pd.DataFrame, *, file: str, labels: tuple[str, ...]) -> pd.DataFrame:
-    """Bring a user file with ``text`` and ``label`` or ``rating`` (optional ``id``, ``domain``) to the raw schema."""
+def conform_user_frame(frame: pd.DataFrame, *, file: str, columns: UserColumns) -> pd.DataFrame:
+    """Bring a user file with ``text`` and the task's label or numeric column (optional ``id``, ``domain``) to the
+    raw schema."""
     if len(frame.columns) == 0:
         raise DataError("file is empty", file=file)
+    frame = frame.rename(columns=lambda c: str(c).strip())
     if "text" not in frame.columns:
         raise DataError(
             f"missing required column (found: {', '.join(map(str, frame.columns))})", file=file, column="text"
         )
-    if "label" not in frame.columns and "rating" not in frame.columns:
-        raise DataError("needs a 'label' or a 'rating' column", file=file, column="label")
-    extra = [str(c) for c in frame.columns if c not in USER_COLUMNS]
+    wanted = [c for c in (columns.label, columns.value) if c]
+    if not any(c in frame.columns for c in wanted):
+        raise DataError(
+            f"needs the task's column {' or '.join(repr(c) for c in wanted)} (found: {', '.join(frame.columns)}); "
+            "name it in params.yaml's task",
+            file=file,
+            column=wanted[0],
+        )
+    extra = [str(c) for c in frame.columns if c not in columns.allowed()]
     if extra:
         raise DataError(
-            f"unexpected column{'s' if len(extra) > 1 else ''} {extra} (allowed: {', '.join(USER_COLUMNS)}); "
+            f"unexpected column{'s' if len(extra) > 1 else ''} {extra} (allowed: {', '.join(columns.allowed())}); "
             "drop or rename it",
             file=file,
             column=extra[0],
@@ -79,13 +98,15 @@ def conform_user_frame(frame: pd.DataFrame, *, file: str, labels: tuple[str, ...
     out["id"] = (
         frame["id"].astype("string")
         if "id" in frame
-        else pd.Series([f"user-{i}" for i in range(len(frame))], dtype="string")
+        else pd.Series([f"row-{i + 2}" for i in range(len(frame))], dtype="string")  # the line in the file
     )
     out["text"] = frame["text"].astype("string")
-    out["rating"] = _numeric_column(frame, "rating", file) if "rating" in frame else math.nan
-    out["label"] = _label_column(frame, labels, file) if "label" in frame else pd.NA
-    out["domain"] = frame["domain"].astype("string") if "domain" in frame else "user"
-    return out.astype({"rating": "float64", "label": "string", "domain": "string"})
+    has_value = columns.value is not None and columns.value in frame
+    out["value"] = _numeric_column(frame, str(columns.value), file) if has_value else math.nan
+    has_label = columns.label is not None and columns.label in frame
+    out["label"] = _label_column(frame, str(columns.label), columns.labels, file) if has_label else pd.NA
+    out["domain"] = frame["domain"].astype("string").str.strip() if "domain" in frame else NO_DOMAIN
+    return out[list(RAW_COLUMNS)].astype(RAW_DTYPES)
 
 
 def _numeric_column(frame: pd.DataFrame, column: str, file: str) -> pd.Series:
@@ -93,15 +114,23 @@ def _numeric_column(frame: pd.DataFrame, column: str, file: str) -> pd.Series:
     bad = values.isna() & frame[column].notna()
     if bad.any():
         raise DataError("values are not numbers", file=file, column=column, rows=_bad_rows(bad))
-    return values
+    return values.astype("float64")
 
 
-def _label_column(frame: pd.DataFrame, labels: tuple[str, ...], file: str) -> pd.Series:
-    values = frame["label"].astype("string").str.strip().str.lower()
-    bad = values.notna() & ~values.isin(labels)
+def _label_column(frame: pd.DataFrame, column: str, labels: tuple[str, ...] | None, file: str) -> pd.Series:
+    values = frame[column].astype("string").str.strip()
+    values = values.mask(values == "")
+    if labels is None:
+        return values
+    spelled = {label.casefold(): label for label in labels}  # "Positive" in a file is the declared "positive"
+    matched = values.str.casefold().map(spelled).astype("string")
+    bad = values.notna() & matched.isna()
     if bad.any():
         found = sorted(set(values[bad].dropna()))[:5]
         raise DataError(
-            f"unknown labels {found} (allowed: {', '.join(labels)})", file=file, column="label", rows=_bad_rows(bad)
+            f"unknown labels {found} (allowed: {', '.join(labels)}; list them in task.labels or set task.labels: auto)",
+            file=file,
+            column=column,
+            rows=_bad_rows(bad),
         )
-    return values
+    return matched

@@ -13,27 +13,49 @@ from variantlab.core.preprocessing import (
     check_leakage,
     content_hash,
     deduplicate,
-    label_from_rating,
     split_report,
     stratified_subsample,
 )
-from variantlab.paths import FEEDBACK_ID_PREFIX
+from variantlab.core.task import Task, resolve_task
+from variantlab.errors import DataError
+from variantlab.paths import FEEDBACK_ID_PREFIX, RAW
 
-SPLIT_COLUMNS = ["id", "text", "label", "rating", "domain", "norm"]
+SPLIT_COLUMNS = ["id", "text", "label", "value", "domain", "norm", "stratum"]
 
 
 @dataclass
 class PreparedData:
     splits: dict[str, pd.DataFrame]
+    task: Task
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_every_class_in_every_split(full: dict[str, pd.DataFrame], task: Task) -> None:
+    """A class missing from a split cannot be learned (train), chosen on (val) or scored (test)."""
+    if not task.is_classification:
+        return
+    counts = {name: part["label"].value_counts() for name, part in full.items()}
+    missing = [
+        f"'{label}' ({', '.join(f'{n} {int(c.get(label, 0))}' for n, c in counts.items())})"
+        for label in task.labels
+        if any(int(c.get(label, 0)) == 0 for c in counts.values())
+    ]
+    if missing:
+        raise DataError(
+            f"class(es) {', '.join(missing)} too few to appear in every split: give each class more rows "
+            "(a few dozen at least) or drop it",
+            file=str(RAW),
+            column="label",
+        )
 
 
 def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
     dedup = deduplicate(raw)
     frame = dedup.frame
-    derived = label_from_rating(frame["rating"], params.labels.negative_max, params.labels.positive_min)
-    frame = frame.assign(label=frame["label"].fillna(derived))
-    frame = frame[frame["label"].notna()]
+    target = "label" if params.task.kind == "classification" else "value"
+    frame = frame[frame[target].notna()]
+    task = resolve_task(params, frame["label"], file=str(RAW))
+    frame = frame.assign(stratum=task.strata_of(frame))
     split = assign_splits(frame, params.split.test_fraction, params.split.val_fraction, params.split.salt)
     # Accepted feedback is training data: it never enters val or test (base rows win deduplication, so a
     # feedback copy of a test sentence is dropped), and the frozen test set does not move when it arrives.
@@ -41,6 +63,7 @@ def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
     split = split.where(~feedback, "train")
     full = {name: frame[split == name] for name in ("train", "val", "test")}
     check_leakage(full)
+    _check_every_class_in_every_split(full, task)
     held = {name: full[name]["domain"].isin(params.split.holdout_domains) for name in ("train", "val")}
     is_feedback = full["train"]["id"].astype(str).str.startswith(FEEDBACK_ID_PREFIX)
     base_train = full["train"][~held["train"] & ~is_feedback]
@@ -65,13 +88,14 @@ def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
         "available": {name: len(part) for name, part in full.items()},
         "rows": {name: len(part) for name, part in splits.items()},
         "feedback_rows": int(is_feedback.sum()),
+        "task": task.to_json(),
         "class_balance": {
             name: {
-                str(k): round(float(v), 4) for k, v in part["label"].value_counts(normalize=True).sort_index().items()
+                str(k): round(float(v), 4) for k, v in part["stratum"].value_counts(normalize=True).sort_index().items()
             }
             for name, part in splits.items()
         },
         "test_sha256": content_hash(splits["test"]),
         "stratum_fractions": split_report(frame, split),
     }
-    return PreparedData(splits, stats)
+    return PreparedData(splits, task, stats)

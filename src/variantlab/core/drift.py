@@ -1,7 +1,8 @@
 """Drift of a new batch of data against the data the current champion was trained on.
 
 Four views, each a number in [0, 1] with a threshold in ``params.yaml`` (``feedback``):
-label distribution and domain mix (total variation distance), text length (two-sample Kolmogorov-Smirnov
+label distribution and domain mix (total variation distance), or for regression the target's distribution
+(two-sample Kolmogorov-Smirnov statistic), text length (two-sample Kolmogorov-Smirnov
 statistic), and the open model's embedding centroids (cosine distance between the mean sentence embeddings).
 """
 
@@ -37,6 +38,20 @@ def total_variation(reference: pd.Series, current: pd.Series) -> tuple[float, di
         "current": {k: round(float(q[k]), 4) for k in keys},
     }
     return float(0.5 * np.abs(p - q).sum()), detail
+
+
+def target_shift(reference: pd.Series, current: pd.Series) -> tuple[float, dict[str, Any]]:
+    """Regression: the two-sample Kolmogorov-Smirnov statistic of the targets."""
+    a, b = reference.dropna().to_numpy(dtype=float), current.dropna().to_numpy(dtype=float)
+    result = ks_2samp(a, b)
+    detail = {
+        "reference_mean": float(np.mean(a)),
+        "current_mean": float(np.mean(b)),
+        "reference_std": float(np.std(a)),
+        "current_std": float(np.std(b)),
+        "p_value": float(result.pvalue),
+    }
+    return float(result.statistic), detail
 
 
 def length_shift(reference: pd.Series, current: pd.Series) -> tuple[float, dict[str, Any]]:

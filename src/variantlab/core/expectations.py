@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from variantlab.config import LABELS, LabelConfig, ValidationConfig
+from variantlab.config import ValidationConfig
 from variantlab.core.corpus import RAW_COLUMNS
-from variantlab.core.preprocessing import label_from_rating
+from variantlab.core.task import Task
 from variantlab.errors import ConfigError
 
 
@@ -25,31 +25,80 @@ class ExpectationSpec:
     description: str = ""
 
 
-VIEW_COLUMNS = (*RAW_COLUMNS, "target", *(f"is_{name}" for name in LABELS))
 DEFAULT_SEVERITY = {"duplicate_fraction": "warning"}
 
 
-def validation_view(raw: pd.DataFrame, labels: LabelConfig) -> pd.DataFrame:
-    """The raw frame plus derived columns the suite checks (effective label, per-class indicators)."""
+def _indicator(label: str) -> str:
+    return f"is_class:{label}"
+
+
+def validation_view(raw: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """The raw frame plus the columns the suite checks: the target (a label or a number), per-class indicators."""
     view = raw.copy()
     for column in ("id", "text", "domain", "label"):
         if column in view:
             view[column] = view[column].astype(object).where(view[column].notna(), None)
-    if {"label", "rating"} <= set(view.columns):
-        derived = label_from_rating(view["rating"], labels.negative_max, labels.positive_min)
-        effective = pd.Series(view["label"], dtype="string").fillna(derived)
-        view["target"] = effective.astype(object).where(effective.notna(), None)
-        for name in LABELS:
-            view[f"is_{name}"] = (effective == name).astype("float64")
+    if task.is_classification:
+        view["target"] = view["label"]
+        for name in task.labels:
+            view[_indicator(name)] = (raw["label"].astype("string") == name).fillna(False).astype("float64")
+    else:
+        view["target"] = raw["value"].astype("float64")
     return view
 
 
-def build_suite(cfg: ValidationConfig) -> list[ExpectationSpec]:
+def view_columns(task: Task) -> list[str]:
+    return [*RAW_COLUMNS, "target", *(_indicator(n) for n in task.labels)]
+
+
+def _target_specs(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:
+    specs = []
+    if task.value_range is not None:
+        low, high = task.value_range
+        specs.append(
+            ExpectationSpec(
+                "value_range",
+                "ExpectColumnValuesToBeBetween",
+                {"column": "value", "min_value": low, "max_value": high},
+                description=f"{'target' if not task.is_classification else 'value'} within [{low:g}, {high:g}]",
+            )
+        )
+    if not task.is_classification:
+        return [
+            ExpectationSpec(
+                "target_type",
+                "ExpectColumnValuesToBeInTypeList",
+                {"column": "target", "type_list": ["float", "float64", "float32"]},
+                description="target is a number",
+            ),
+            *specs,
+        ]
+    return [
+        *specs,
+        ExpectationSpec(
+            "label_set",
+            "ExpectColumnValuesToBeInSet",
+            {"column": "target", "value_set": list(task.labels)},
+            description=f"label in {{{', '.join(task.labels)}}}",
+        ),
+        *(
+            ExpectationSpec(
+                f"class_floor_{name}",
+                "ExpectColumnMeanToBeBetween",
+                {"column": _indicator(name), "min_value": cfg.min_class_fraction},
+                description=f"at least {cfg.min_class_fraction:.0%} {name}",
+            )
+            for name in task.labels
+        ),
+    ]
+
+
+def build_suite(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:
     specs = [
         ExpectationSpec(
             "schema",
             "ExpectTableColumnsToMatchSet",
-            {"column_set": list(VIEW_COLUMNS), "exact_match": True},
+            {"column_set": view_columns(task), "exact_match": True},
             description="columns are exactly the raw schema",
         ),
         ExpectationSpec(
@@ -61,12 +110,6 @@ def build_suite(cfg: ValidationConfig) -> list[ExpectationSpec]:
             {"column": "text", "type_list": ["str"]},
             description="text is a string",
         ),
-        ExpectationSpec(
-            "rating_type",
-            "ExpectColumnValuesToBeInTypeList",
-            {"column": "rating", "type_list": ["float", "float64", "float32"]},
-            description="rating is a float",
-        ),
         *(
             ExpectationSpec(
                 f"{c}_not_null", "ExpectColumnValuesToNotBeNull", {"column": c}, description=f"{c} is present"
@@ -74,12 +117,6 @@ def build_suite(cfg: ValidationConfig) -> list[ExpectationSpec]:
             for c in ("id", "text", "domain", "target")
         ),
         ExpectationSpec("id_unique", "ExpectColumnValuesToBeUnique", {"column": "id"}, description="ids are unique"),
-        ExpectationSpec(
-            "rating_range",
-            "ExpectColumnValuesToBeBetween",
-            {"column": "rating", "min_value": cfg.rating_min, "max_value": cfg.rating_max},
-            description=f"rating within [{cfg.rating_min:g}, {cfg.rating_max:g}]",
-        ),
         ExpectationSpec(
             "text_length_min",
             "ExpectColumnValueLengthsToBeBetween",
@@ -93,33 +130,22 @@ def build_suite(cfg: ValidationConfig) -> list[ExpectationSpec]:
             description=f"text has <= {cfg.text_max_chars} chars",
         ),
         ExpectationSpec(
-            "domain_set",
-            "ExpectColumnValuesToBeInSet",
-            {"column": "domain", "value_set": list(cfg.domains)},
-            description=f"domain in {{{', '.join(cfg.domains)}}}",
-        ),
-        ExpectationSpec(
-            "label_set",
-            "ExpectColumnValuesToBeInSet",
-            {"column": "target", "value_set": list(LABELS)},
-            description=f"label in {{{', '.join(LABELS)}}}",
-        ),
-        ExpectationSpec(
             "duplicate_fraction",
             "ExpectColumnProportionOfUniqueValuesToBeBetween",
             {"column": "text", "min_value": 1.0 - cfg.max_duplicate_fraction},
             description=f"at most {cfg.max_duplicate_fraction:.0%} duplicate texts",
         ),
-        *(
-            ExpectationSpec(
-                f"class_floor_{name}",
-                "ExpectColumnMeanToBeBetween",
-                {"column": f"is_{name}", "min_value": cfg.min_class_fraction},
-                description=f"at least {cfg.min_class_fraction:.0%} {name}",
-            )
-            for name in LABELS
-        ),
+        *_target_specs(cfg, task),
     ]
+    if cfg.domains is not None:
+        specs.append(
+            ExpectationSpec(
+                "domain_set",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "domain", "value_set": list(cfg.domains)},
+                description=f"domain in {{{', '.join(cfg.domains)}}}",
+            )
+        )
     unknown = set(cfg.severity) - {s.key for s in specs}
     if unknown:
         raise ConfigError(

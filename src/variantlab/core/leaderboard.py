@@ -7,22 +7,29 @@ from typing import Any
 
 import pandas as pd
 
+# The overall metrics of each task kind, in the order the table shows them.
+HEADLINE = {
+    "classification": ("accuracy", "macro_f1", "roc_auc", "pr_auc", "ece"),
+    "regression": ("mae", "rmse", "r2", "spearman"),
+}
+
 
 def build_leaderboard(
-    evals: Mapping[str, Mapping[str, Any]], trains: Mapping[str, Mapping[str, Any]], metric: str
+    evals: Mapping[str, Mapping[str, Any]],
+    trains: Mapping[str, Mapping[str, Any]],
+    metric: str,
+    *,
+    kind: str = "classification",
+    higher_is_better: bool = True,
 ) -> pd.DataFrame:
     rows = []
+    slice_metric = "macro_f1" if kind == "classification" else "mae"
     for variant, ev in evals.items():
         tr = trains.get(variant, {})
-        row: dict[str, Any] = {
-            "variant": variant,
-            "kind": tr.get("kind"),
-            "accuracy": ev["accuracy"],
-            "macro_f1": ev["macro_f1"],
-            "ece": ev.get("ece"),
-        }
-        row.update({f"f1_{name}": cls["f1"] for name, cls in ev["per_class"].items()})
-        row.update({f"macro_f1@{name}": dom["macro_f1"] for name, dom in ev["per_domain"].items()})
+        row: dict[str, Any] = {"variant": variant, "kind": tr.get("kind")}
+        row.update({key: ev.get(key) for key in HEADLINE[kind] if key in ev})
+        row.update({f"f1_{name}": cls["f1"] for name, cls in ev.get("per_class", {}).items()})
+        row.update({f"{slice_metric}@{name}": dom[slice_metric] for name, dom in ev["per_domain"].items()})
         row.update(
             {
                 "n_train": tr.get("n_train"),
@@ -39,7 +46,8 @@ def build_leaderboard(
         )
         row.update({f"behaviour_{name}": check["pass_rate"] for name, check in ev.get("behaviour", {}).items()})
         rows.append(row)
-    board = pd.DataFrame(rows).sort_values([metric, "variant"], ascending=[False, True]).reset_index(drop=True)
+    board = pd.DataFrame(rows)
+    board = board.sort_values([metric, "variant"], ascending=[not higher_is_better, True]).reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
 

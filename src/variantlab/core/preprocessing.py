@@ -27,11 +27,6 @@ def normalise_text(text: str) -> str:
     return _SPACES.sub(" ", re.sub(r"[^\w\s]", " ", folded)).strip()
 
 
-def label_from_rating(rating: pd.Series, negative_max: float, positive_min: float) -> pd.Series:
-    labels = np.where(rating <= negative_max, "negative", np.where(rating >= positive_min, "positive", "neutral"))
-    return pd.Series(labels, index=rating.index, dtype="string").where(rating.notna())
-
-
 @dataclass(frozen=True)
 class Deduplicated:
     frame: pd.DataFrame
@@ -80,19 +75,20 @@ def check_leakage(splits: dict[str, pd.DataFrame]) -> None:
 
 
 def stratified_subsample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
-    """At most ``n`` rows, in proportion to each label x domain stratum."""
+    """At most ``n`` rows, in proportion to each stratum (label, or target bin) x domain."""
     if n is None or n >= len(frame):
         return frame
     fraction = n / len(frame)
-    picked = frame.groupby(["label", "domain"], group_keys=False, observed=True).sample(
+    picked = frame.groupby(["stratum", "domain"], group_keys=False, observed=True).sample(
         frac=fraction, random_state=seed
     )
     return picked.sort_values("id").reset_index(drop=True)
 
 
 def content_hash(frame: pd.DataFrame) -> str:
-    """sha256 of a split's content (id, text, label), independent of row order and file format."""
-    rows = sorted(zip(frame["id"], frame["text"], frame["label"], strict=True))
+    """sha256 of a split's content (id, text, label or target), independent of row order and file format."""
+    target = frame["label"].where(frame["label"].notna(), frame["value"].astype(str))
+    rows = sorted(zip(frame["id"], frame["text"], target, strict=True))
     digest = hashlib.sha256()
     for row in rows:
         digest.update("\t".join(map(str, row)).encode() + b"\n")
@@ -100,6 +96,6 @@ def content_hash(frame: pd.DataFrame) -> str:
 
 
 def split_report(frame: pd.DataFrame, split: pd.Series) -> dict[str, dict[str, float]]:
-    """Realised fraction of each stratum that went to test, keyed ``label/domain``."""
-    table = pd.crosstab([frame["label"], frame["domain"]], split, normalize="index")
+    """Realised fraction of each stratum that went to test, keyed ``stratum/domain``."""
+    table = pd.crosstab([frame["stratum"], frame["domain"]], split, normalize="index")
     return {f"{lab}/{dom}": {k: round(float(v), 4) for k, v in row.items()} for (lab, dom), row in table.iterrows()}

@@ -20,7 +20,7 @@ class Scored:
     score: float
     run_id: str | None
     test_sha256: str
-    slices: dict[str, float] = field(default_factory=dict)  # "domain/<d>" macro-F1 and "class/<c>" F1
+    slices: dict[str, float] = field(default_factory=dict)  # "domain/<d>" and "class/<c>" scores
     latency_ms_p50: float | None = None
     model_size_mb: float | None = None
 
@@ -28,12 +28,17 @@ class Scored:
 @dataclass(frozen=True)
 class Policy:
     metric: str = "macro_f1"
-    floor: float = 0.5
+    floor: float | None = 0.5  # a maximum when lower is better (MAE, RMSE)
     min_improvement: float = 0.0
-    confidence: float = 0.95
     max_latency_ms: float | None = None
     max_model_size_mb: float | None = None
     max_slice_drop: float | None = None
+    higher_is_better: bool = True  # of the metric and of every slice score
+
+    def reaches_floor(self, score: float) -> bool:
+        if self.floor is None:
+            return True
+        return score >= self.floor if self.higher_is_better else score <= self.floor
 
 
 @dataclass(frozen=True)
@@ -58,17 +63,23 @@ def guardrail_failures(challenger: Scored, champion: Scored | None, policy: Poli
     if policy.max_model_size_mb is not None and (challenger.model_size_mb or 0) > policy.max_model_size_mb:
         failures.append(f"model size {challenger.model_size_mb:.1f} MB > {policy.max_model_size_mb:g} MB")
     if champion is not None and policy.max_slice_drop is not None:
+        sign = 1.0 if policy.higher_is_better else -1.0
         for name, before in sorted(champion.slices.items()):
-            after = challenger.slices.get(name, 0.0)
-            if before - after > policy.max_slice_drop:
-                failures.append(f"{name} drops {before:.4f} -> {after:.4f} (more than {policy.max_slice_drop:g})")
+            after = challenger.slices.get(name, 0.0 if policy.higher_is_better else float("inf"))
+            if sign * (before - after) > policy.max_slice_drop:
+                worse = "drops" if policy.higher_is_better else "rises"
+                failures.append(f"{name} {worse} {before:.4f} -> {after:.4f} (more than {policy.max_slice_drop:g})")
     return failures
+
+
+TEST_NAMES = {"mcnemar": "McNemar", "wilcoxon": "Wilcoxon"}
 
 
 def _interval(comparison: PairedComparison, metric: str) -> str:
     return (
-        f"{metric} {comparison.delta:+.4f}, {comparison.confidence:.0%} CI "
-        f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}], McNemar p={comparison.mcnemar_p:.2g}"
+        f"{metric} gain {comparison.delta:+.4f}, {comparison.confidence:.0%} CI "
+        f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}], "
+        f"{TEST_NAMES.get(comparison.test, comparison.test)} p={comparison.p_value:.2g}"
     )
 
 
@@ -78,8 +89,9 @@ def _not_better(comparison: PairedComparison, policy: Policy, against: str) -> s
     alpha = 1 - comparison.confidence
     if comparison.ci_low <= policy.min_improvement:
         return f"not provably better than {against}: {interval}; the lower bound must exceed {policy.min_improvement:g}"
-    if comparison.mcnemar_p >= alpha:
-        return f"not provably better than {against}: {interval}; McNemar p must be below {alpha:.2g}"
+    if comparison.p_value >= alpha or comparison.wins <= comparison.losses:
+        name = TEST_NAMES.get(comparison.test, comparison.test)
+        return f"not provably better than {against}: {interval}; {name} p must be below {alpha:.2g} with more wins"
     return None
 
 
@@ -98,9 +110,10 @@ def decide(
     failures = guardrail_failures(challenger, champion, policy)
     metric = policy.metric
     if champion is None:
-        evidence = f"no champion yet and {metric} {challenger.score:.4f} >= floor {policy.floor:.4f}"
-        if challenger.score < policy.floor:
-            failures.insert(0, f"no champion yet but {metric} {challenger.score:.4f} < floor {policy.floor:.4f}")
+        op, bad = (">=", "<") if policy.higher_is_better else ("<=", ">")
+        evidence = f"no champion yet and {metric} {challenger.score:.4f} {op} floor {policy.floor}"
+        if not policy.reaches_floor(challenger.score):
+            failures.insert(0, f"no champion yet but {metric} {challenger.score:.4f} {bad} floor {policy.floor}")
         if reference is not None and comparison is not None:
             against = f"baseline {reference.variant}"
             if (why := _not_better(comparison, policy, against)) is not None:

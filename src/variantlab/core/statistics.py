@@ -1,7 +1,9 @@
 """Paired statistics for champion vs challenger on the same test examples.
 
-A paired bootstrap of the macro-F1 difference (vectorised: one confusion matrix per resample) and McNemar's
-exact test on which examples each model gets right.
+Classification: a paired bootstrap of the metric's difference (vectorised: one confusion matrix per resample)
+and McNemar's exact test on which examples each model gets right. Regression: a paired bootstrap of the metric
+(MAE, RMSE, R^2 or Spearman's rho) and the Wilcoxon signed-rank test on the two models' absolute errors.
+``delta`` is always the challenger's improvement: positive means better, whichever way the metric points.
 """
 
 from __future__ import annotations
@@ -9,20 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, wilcoxon
 
 
 @dataclass(frozen=True)
 class PairedComparison:
-    delta: float  # challenger - champion, on the full test set
+    delta: float  # the challenger's improvement over the champion on the full test set (positive: better)
     ci_low: float
     ci_high: float
     confidence: float
     n_bootstrap: int
     p_bootstrap: float  # share of resamples where the challenger is not better
-    mcnemar_b: int  # challenger right, champion wrong
-    mcnemar_c: int  # champion right, challenger wrong
-    mcnemar_p: float
+    wins: int  # examples the challenger gets right (classification) or closer (regression) and the champion not
+    losses: int  # ... and the other way round
+    p_value: float  # the paired test's two-sided p
+    test: str = "mcnemar"  # or "wilcoxon" (regression: signed-rank test of the absolute errors)
 
 
 def _macro_f1(confusion: np.ndarray) -> np.ndarray:
@@ -70,18 +73,73 @@ def paired_comparison(
     resamples = rng.integers(0, len(truth), size=(n_bootstrap, len(truth)))
     score = METRICS[metric]
     deltas = score(_confusions(truth, challenger, resamples, k)) - score(_confusions(truth, champion, resamples, k))
-    tail = (1 - confidence) / 2
     right_a, right_b = champion == truth, challenger == truth
     b, c = int(np.sum(right_b & ~right_a)), int(np.sum(right_a & ~right_b))
     p = float(binomtest(min(b, c), b + c, 0.5).pvalue) if b + c else 1.0
+    delta = metric_codes(truth, challenger, k, metric) - metric_codes(truth, champion, k, metric)
+    return _summary(delta, deltas, confidence, b, c, p, "mcnemar")
+
+
+def _summary(
+    delta: float, deltas: np.ndarray, confidence: float, wins: int, losses: int, p: float, test: str
+) -> PairedComparison:
+    tail = (1 - confidence) / 2
     return PairedComparison(
-        delta=metric_codes(truth, challenger, k, metric) - metric_codes(truth, champion, k, metric),
+        delta=float(delta),
         ci_low=float(np.quantile(deltas, tail)),
         ci_high=float(np.quantile(deltas, 1 - tail)),
         confidence=confidence,
-        n_bootstrap=n_bootstrap,
+        n_bootstrap=len(deltas),
         p_bootstrap=float(np.mean(deltas <= 0)),
-        mcnemar_b=b,
-        mcnemar_c=c,
-        mcnemar_p=p,
+        wins=wins,
+        losses=losses,
+        p_value=p,
+        test=test,
     )
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks along the last axis (ties broken by position: enough for a bootstrap of Spearman's rho)."""
+    return np.argsort(np.argsort(values, axis=-1), axis=-1).astype(np.float64)
+
+
+def regression_score(truth: np.ndarray, pred: np.ndarray, metric: str) -> np.ndarray:
+    """``metric`` of each row of (..., n) arrays, signed so that higher is better (minus MAE, minus RMSE)."""
+    error = pred - truth
+    if metric == "mae":
+        return np.asarray(-np.abs(error).mean(axis=-1))
+    if metric == "rmse":
+        return np.asarray(-np.sqrt((error**2).mean(axis=-1)))
+    if metric == "r2":
+        total = ((truth - truth.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+        return np.asarray(1 - (error**2).sum(axis=-1) / np.where(total > 0, total, 1.0))
+    if metric == "spearman":
+        a, b = _ranks(truth), _ranks(pred)
+        a, b = a - a.mean(axis=-1, keepdims=True), b - b.mean(axis=-1, keepdims=True)
+        norm = np.sqrt((a**2).sum(axis=-1) * (b**2).sum(axis=-1))
+        return np.asarray((a * b).sum(axis=-1) / np.where(norm > 0, norm, 1.0))
+    raise ValueError(f"unknown regression metric {metric!r}")
+
+
+def paired_regression(
+    truth: np.ndarray,
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    *,
+    metric: str = "mae",
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two regressors' predictions of the same examples (same resamples for both)."""
+    truth, champion, challenger = (np.asarray(a, dtype=np.float64) for a in (truth, champion, challenger))
+    rng = np.random.default_rng(seed)
+    resamples = rng.integers(0, len(truth), size=(n_bootstrap, len(truth)))
+    deltas = regression_score(truth[resamples], challenger[resamples], metric) - regression_score(
+        truth[resamples], champion[resamples], metric
+    )
+    delta = float(regression_score(truth, challenger, metric) - regression_score(truth, champion, metric))
+    ours, theirs = np.abs(challenger - truth), np.abs(champion - truth)
+    wins, losses = int(np.sum(ours < theirs)), int(np.sum(ours > theirs))
+    p = float(wilcoxon(ours, theirs).pvalue) if wins + losses else 1.0
+    return _summary(delta, deltas, confidence, wins, losses, p, "wilcoxon")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 # Epoch seconds at which the stage command started, when it did not start this process (the warm server's
-# children are forked long after the interpreter that DVC started for the stage; see variantlab.io.warm).
+# children are forked long after the interpreter that DVC started for the stage; see variantlab.proc.warm).
 STARTED_ENV = "VARIANTLAB_STAGE_STARTED"
 
 _totals: dict[str, float] = {"seconds": 0.0, "depth": 0}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,29 +19,50 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from variantlab.config import FinetuneVariant
 from variantlab.core import timing
+
+_DEFAULTS = {name: f.default for name, f in FinetuneVariant.model_fields.items()}
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_accum: int = 1
-    patience: int = 1
+    """The loop's knobs. Defaults are the config's own (``FinetuneVariant``), so the two cannot drift apart;
+    ``device`` is a resolved torch device, never ``auto``; ``objective`` comes from the task."""
+
+    epochs: int = _DEFAULTS["epochs"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    lr: float = _DEFAULTS["lr"]
+    weight_decay: float = _DEFAULTS["weight_decay"]
+    warmup_ratio: float = _DEFAULTS["warmup_ratio"]
+    grad_accum: int = _DEFAULTS["grad_accum"]
+    patience: int = _DEFAULTS["patience"]
     seed: int = 42
     device: str = "cpu"
-    bf16: bool = False
-    compile: bool = False
-    checkpoint_every: int = 0
-    max_steps: int | None = None
+    bf16: bool = _DEFAULTS["bf16"]
+    compile: bool = _DEFAULTS["compile"]
+    checkpoint_every: int = _DEFAULTS["checkpoint_every"]
+    max_steps: int | None = _DEFAULTS["max_steps"]
+    objective: str = "classification"  # or "regression": one output, mean squared error
+
+    @classmethod
+    def from_variant(cls, cfg: FinetuneVariant, *, seed: int, device: str, objective: str) -> LoopSettings:
+        resolved = {"seed", "device", "objective"}
+        shared = {
+            f.name: getattr(cfg, f.name)
+            for f in fields(cls)
+            if f.name in FinetuneVariant.model_fields and f.name not in resolved
+        }
+        return cls(**shared, seed=seed, device=device, objective=objective)
+
+    @property
+    def val_metric(self) -> str:
+        return "macro_f1" if self.objective == "classification" else "mae"
 
 
 @dataclass
 class Encoded:
-    """Token ids (unpadded) and integer labels."""
+    """Token ids (unpadded) and targets: integer labels, or numbers (standardised) for regression."""
 
     ids: list[list[int]]
     labels: np.ndarray
@@ -55,7 +76,7 @@ class LoopState:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
-    best_score: float = -1.0
+    best_score: float = float("-inf")  # higher is better: macro-F1, or minus the MAE
     bad_epochs: int = 0
     samples: int = 0
     seconds: float = 0.0
@@ -138,6 +159,13 @@ def predict_logits(model: nn.Module, data: Encoded, *, batch_size: int, pad_id: 
     return out
 
 
+def validation_score(logits: np.ndarray, targets: np.ndarray, objective: str) -> float:
+    """Macro-F1 of the argmax (classification), or the mean absolute error of the one output (regression)."""
+    if objective == "regression":
+        return float(np.mean(np.abs(logits[:, 0] - targets)))
+    return float(f1_score(targets, logits.argmax(1), average="macro"))
+
+
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
@@ -190,7 +218,8 @@ def train_classifier(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     step_model = torch.compile(wrapped) if s.compile else wrapped
-    labels = torch.tensor(train.labels, dtype=torch.long)
+    regression = s.objective == "regression"
+    labels = torch.tensor(train.labels, dtype=torch.float32 if regression else torch.long)
 
     def checkpoint() -> None:
         if checkpoints is not None and rank == 0:
@@ -222,7 +251,11 @@ def train_classifier(
                     device_type=device.type, dtype=torch.bfloat16, enabled=s.bf16 and device.type == "cuda"
                 ):
                     logits = step_model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
-                loss = nn.functional.cross_entropy(logits.float(), labels[index].to(device)) / s.grad_accum
+                target = labels[index].to(device)
+                if regression:
+                    loss = nn.functional.mse_loss(logits.float().squeeze(-1), target) / s.grad_accum
+                else:
+                    loss = nn.functional.cross_entropy(logits.float(), target) / s.grad_accum
                 loss.backward()
                 loss_sum += loss.detach()  # no .item() per step: it would sync the GPU every batch
             seen += len(index)
@@ -247,13 +280,13 @@ def train_classifier(
         state.seconds += time.perf_counter() - started
         with timing.compute():
             val_logits = predict_logits(model, val, batch_size=max(64, s.batch_size), pad_id=pad_id, device=s.device)
-        val_pred = val_logits.argmax(1)
-        score = float(f1_score(val.labels, val_pred, average="macro"))
+        value = validation_score(val_logits, val.labels, s.objective)
+        score = -value if regression else value  # higher is better, whatever the metric
         state.history.append(
             {
                 "epoch": state.epoch + 1,
                 "train_loss": float(loss_sum) * s.grad_accum / max(1, len(batches)),
-                "val_macro_f1": score,
+                f"val_{s.val_metric}": value,
             }
         )
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0

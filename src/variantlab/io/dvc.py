@@ -85,7 +85,7 @@ def repro(
 
     ``warm``: stages fork from one interpreter that has their libraries imported already (:mod:`.warm`).
     """
-    from variantlab.io.warm import serving
+    from variantlab.proc.warm import serving
 
     argv = [sys.executable, "-m", "dvc", "repro", *(["--single-item"] if single_item else []), *targets]
     merged = stage_env(env)

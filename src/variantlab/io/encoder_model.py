@@ -18,7 +18,8 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 
 class EncoderClassifierModel(PythonModel):
-    """``predict(DataFrame[text]) -> labels``; ``params={"output": "proba"}`` returns class probabilities."""
+    """``predict(DataFrame[text]) -> labels``; ``params={"output": "proba"}`` returns one probability per label.
+    A regression variant returns numbers (its head has one output, on the standardised target)."""
 
     def load_context(self, context: PythonModelContext) -> None:
         import torch
@@ -47,10 +48,10 @@ class EncoderClassifierModel(PythonModel):
         tokenizer, encoder = load_encoder(base)
         return tokenizer, PeftModel.from_pretrained(encoder, artifacts["adapter"])
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        from variantlab.core.embeddings import embed_texts, softmax_head
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        from variantlab.core.embeddings import embed_texts
 
-        embeddings = embed_texts(
+        return embed_texts(
             self.encoder,
             self.tokenizer,
             texts,
@@ -59,10 +60,17 @@ class EncoderClassifierModel(PythonModel):
             normalize=self.meta.get("normalize", True),
             progress="predict",
         )
-        return softmax_head(embeddings, self.weight, self.bias)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        from variantlab.core.embeddings import softmax_head
+
+        return softmax_head(self._embed(texts), self.weight, self.bias)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         texts = [str(t) for t in model_input["text"]]
+        if self.meta.get("task") == "regression":
+            raw = (self._embed(texts) @ self.weight.T + self.bias)[:, 0]
+            return (raw * self.meta["target_std"] + self.meta["target_mean"]).astype(np.float64)
         proba = self.predict_proba(texts)
         classes = self.meta["classes"]
         if (params or {}).get("output") == "proba":

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from variantlab.core.task import Task
 from variantlab.io.files import atomic_dir
 from variantlab.io.zoo import ResolvedModel
 
@@ -30,20 +31,27 @@ def _pins(*packages: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
-def signature_for(example: pd.DataFrame) -> Any:
-    """Input: a ``text`` column; output: a label; optional param ``output="proba"`` for probabilities."""
+def signature_for(example: pd.DataFrame, task: Task) -> Any:
+    """Input: a ``text`` column; output: one of the task's labels (optional param ``output="proba"`` for one
+    probability per label), or a number for a regression task."""
     from mlflow.models import infer_signature
     from mlflow.models.signature import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+    output = ColSpec("string") if task.is_classification else ColSpec("double")
     return ModelSignature(
         inputs=infer_signature(example).inputs,
-        outputs=Schema([ColSpec("string")]),
+        outputs=Schema([output]),
         params=ParamSchema([ParamSpec("output", "string", "label")]),
     )
 
 
-def sklearn_model_kwargs(pipeline: Any, workdir: Path, example: pd.DataFrame) -> dict[str, Any]:
+def model_metadata(task: Task) -> dict[str, Any]:
+    """Stored in the MLmodel file: what the model answers, readable without loading it."""
+    return {"variantlab_task": task.to_json()}
+
+
+def sklearn_model_kwargs(pipeline: Any, workdir: Path, example: pd.DataFrame, task: Task) -> dict[str, Any]:
     """Write the pipeline as a skops file in ``workdir``; the pyfunc wrapper loads it with a fixed allow-list."""
     import skops.io
 
@@ -51,7 +59,8 @@ def sklearn_model_kwargs(pipeline: Any, workdir: Path, example: pd.DataFrame) ->
     return {
         "python_model": str(SKLEARN_CODE),
         "artifacts": {"skops": str(workdir / "model.skops")},
-        "signature": signature_for(example),
+        "signature": signature_for(example, task),
+        "metadata": model_metadata(task),
         "input_example": example,
         "pip_requirements": _pins("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas"),
     }
@@ -94,12 +103,13 @@ def stage_encoder_artifacts(
     return artifacts
 
 
-def encoder_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame) -> dict[str, Any]:
+def encoder_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame, task: Task) -> dict[str, Any]:
     return {
         "python_model": str(ENCODER_CODE),
         "artifacts": artifacts,
         "code_paths": [str(Path(__file__).resolve().parents[1])],
-        "signature": signature_for(example),
+        "signature": signature_for(example, task),
+        "metadata": model_metadata(task),
         "input_example": example,
         "pip_requirements": _pins("mlflow", "torch", "transformers", "peft", "safetensors", "numpy", "pandas", "tqdm"),
     }

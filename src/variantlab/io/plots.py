@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,13 @@ def _save(fig: Any, out: Path) -> None:
     _pyplot().close(fig)
 
 
-def confusion_png(matrix: np.ndarray, labels: tuple[str, ...], title: str, out: Path) -> None:
-    fig, ax = _pyplot().subplots(figsize=(4.6, 4), dpi=120)
+def confusion_png(matrix: np.ndarray, labels: Sequence[str], title: str, out: Path) -> None:
+    side = 4.0 + 0.35 * max(0, len(labels) - 3)  # 20 labels still legible
+    fig, ax = _pyplot().subplots(figsize=(side + 0.6, side), dpi=120)
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xticks(
+        range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center"
+    )
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
@@ -38,7 +42,13 @@ def confusion_png(matrix: np.ndarray, labels: tuple[str, ...], title: str, out: 
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             ax.text(
-                j, i, str(matrix[i, j]), ha="center", va="center", color="white" if matrix[i, j] > peak / 2 else "black"
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=9 if len(labels) <= 8 else 6,
+                color="white" if matrix[i, j] > peak / 2 else "black",
             )
     _save(fig, out)
 
@@ -64,9 +74,10 @@ def reliability_png(table: Any, ece: float, title: str, out: Path) -> None:
     _save(fig, out)
 
 
-def pareto_front(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """Boolean mask of the points no other point beats on both (lower cost, higher quality)."""
+def pareto_front(cost: np.ndarray, quality: np.ndarray, *, higher_is_better: bool = True) -> np.ndarray:
+    """Boolean mask of the points no other point beats on both (lower cost, better quality)."""
     cost, quality = np.asarray(cost, dtype=float), np.asarray(quality, dtype=float)
+    quality = quality if higher_is_better else -quality
     front = np.ones(len(cost), dtype=bool)
     for i in range(len(cost)):
         dominated = (cost <= cost[i]) & (quality >= quality[i]) & ((cost < cost[i]) | (quality > quality[i]))
@@ -74,20 +85,38 @@ def pareto_front(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
     return front
 
 
-def pareto_png(board: Any, metric: str, costs: dict[str, str], out: Path) -> None:
+def pareto_png(board: Any, metric: str, costs: dict[str, str], out: Path, *, higher_is_better: bool = True) -> None:
     """One panel per cost column: every variant as a point, the Pareto front joined by a line."""
     fig, axes = _pyplot().subplots(1, len(costs), figsize=(5 * len(costs), 4.2), dpi=120, squeeze=False)
     for ax, (column, label) in zip(axes[0], costs.items(), strict=True):
         data = board[["variant", column, metric]].dropna()
-        front = pareto_front(data[column].to_numpy(), data[metric].to_numpy())
+        front = pareto_front(data[column].to_numpy(), data[metric].to_numpy(), higher_is_better=higher_is_better)
         ax.scatter(data[column][~front], data[metric][~front], color="#8c8c8c", label="dominated")
         line = data[front].sort_values(column)
         ax.plot(line[column], line[metric], "-o", color="#c44e52", label="Pareto front")
         for row in data.itertuples(index=False):
             ax.annotate(str(row[0]), (row[1], row[2]), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.set_xlabel(label)
-        ax.set_ylabel(metric)
+        ax.set_ylabel(f"{metric} ({'higher' if higher_is_better else 'lower'} is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")  # "lower right" hid the slowest, weakest variant
     fig.suptitle(f"Quality against cost ({metric}, frozen test set)", fontsize=10)
+    _save(fig, out)
+
+
+def residual_png(truth: np.ndarray, pred: np.ndarray, title: str, out: Path) -> None:
+    """Regression: predicted against true (with the diagonal), and the residuals against the prediction."""
+    truth, pred = np.asarray(truth, dtype=float), np.asarray(pred, dtype=float)
+    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(9, 4), dpi=120)
+    low, high = float(min(truth.min(), pred.min())), float(max(truth.max(), pred.max()))
+    left.scatter(truth, pred, s=6, alpha=0.4, color="#4c72b0")
+    left.plot([low, high], [low, high], "--", color="grey", label="perfect")
+    left.set_xlabel("true target")
+    left.set_ylabel("predicted")
+    left.legend(fontsize=7, loc="best")
+    right.scatter(pred, pred - truth, s=6, alpha=0.4, color="#dd8452")
+    right.axhline(0, color="grey", linestyle="--")
+    right.set_xlabel("predicted")
+    right.set_ylabel("residual (predicted - true)")
+    fig.suptitle(title, fontsize=10)
     _save(fig, out)

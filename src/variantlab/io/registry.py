@@ -152,7 +152,9 @@ def register(name: str, model_uri: str, *, run_id: str, tags: dict[str, str], de
         client.get_registered_model(name)
     except MlflowException:
         with contextlib.suppress(MlflowException):  # a writer without our lock may have created it meanwhile
-            client.create_registered_model(name, description="Sentiment variants trained and promoted by variantlab.")
+            client.create_registered_model(
+                name, description="Variants of an open model trained, compared and promoted by variantlab."
+            )
     from mlflow.store.artifact.utils.models import _parse_model_id_if_present
 
     # A tracking server checks that a `models:/m-...` source names its logged model: pass its id as MLflow's

@@ -20,7 +20,8 @@ TRUSTED_TYPES: list[str] = []
 
 
 class SkopsClassifier(PythonModel):
-    """``predict(DataFrame[text]) -> labels``; ``params={"output": "proba"}`` returns class probabilities."""
+    """``predict(DataFrame[text]) -> labels``; ``params={"output": "proba"}`` returns class probabilities.
+    A regression pipeline (ridge) returns numbers."""
 
     def load_context(self, context: PythonModelContext) -> None:
         import skops.io
@@ -33,6 +34,8 @@ class SkopsClassifier(PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         frame = pd.DataFrame({"text": [str(t) for t in model_input["text"]]})
+        if not hasattr(self.pipeline, "predict_proba"):
+            return np.asarray(self.pipeline.predict(frame), dtype=np.float64)
         if (params or {}).get("output") == "proba":
             return pd.DataFrame(self.pipeline.predict_proba(frame), columns=[str(c) for c in self.pipeline.classes_])
         return np.asarray(self.pipeline.predict(frame), dtype=object)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from variantlab import paths
-from variantlab.config import LABELS, Params, VaderSource
-from variantlab.core.corpus import VADER_FILES, conform_user_frame, parse_ground_truth
+from variantlab.config import Params, VaderSource
+from variantlab.core.corpus import RAW_COLUMNS, RAW_DTYPES, VADER_FILES, conform_user_frame, parse_ground_truth
+from variantlab.core.task import user_columns, with_labels
 from variantlab.errors import DataError, IntegrityError
 from variantlab.io.files import sha256_file
 
@@ -150,23 +151,34 @@ def _first_bad_utf8(path: Path) -> tuple[int, bytes]:
     return 0, data
 
 
-def read_user_file(path_text: str, root: Path) -> pd.DataFrame:
-    frame = read_table(project_file(path_text, root), shown=path_text)
-    return conform_user_frame(frame, file=path_text, labels=LABELS)
+def read_task_file(path: Path, params: Params, *, shown: str | None = None) -> pd.DataFrame:
+    """A user file in the raw schema, its labels checked against the task and derived by its rule where missing."""
+    name = shown or str(path)
+    frame = conform_user_frame(read_table(path, shown=name), file=name, columns=user_columns(params))
+    return with_labels(frame, params)
+
+
+def read_user_file(path_text: str, root: Path, params: Params) -> pd.DataFrame:
+    return read_task_file(project_file(path_text, root), params, shown=path_text)
 
 
 def load_raw(params: Params, root: Path) -> tuple[pd.DataFrame, str]:
     """Return the raw sentences and a description of their source (with its digest)."""
     if params.data.source == "vader":
         sdist = fetch_vader_sdist(params.data.vader)
-        frame = read_vader(sdist, params.data.vader.member)
+        frame = with_labels(read_vader(sdist, params.data.vader.member), params)
         origin = f"pypi:{params.data.vader.package}=={params.data.vader.version}#sha256={params.data.vader.sha256}"
     else:
-        frame = read_user_file(params.data.source, root)
+        frame = read_user_file(params.data.source, root, params)
         origin = f"file:{params.data.source}#sha256={sha256_file(project_file(params.data.source, root))}"
     accepted = root / paths.FEEDBACK_FILE
     if accepted.is_file():  # new data the feedback flow validated and accepted: training data only
         feedback = pd.read_parquet(accepted)
-        frame = pd.concat([frame, feedback[list(frame.columns)].astype(frame.dtypes.to_dict())], ignore_index=True)
+        missing = sorted(set(RAW_COLUMNS) - set(feedback.columns))
+        if missing:
+            raise DataError(
+                f"lacks column(s) {missing} of the raw schema; re-run the feedback flow", file=str(accepted)
+            )
+        frame = pd.concat([frame, feedback[list(RAW_COLUMNS)].astype(RAW_DTYPES)], ignore_index=True)
         origin += f" + {paths.FEEDBACK_FILE}#sha256={sha256_file(accepted)} ({len(feedback)} rows)"
     return frame, origin

@@ -98,7 +98,7 @@ def stage_run(
     """
     import mlflow
 
-    from variantlab.io import warm
+    from variantlab.proc import warm
 
     experiment_id = configure(root, project)
     tags = {

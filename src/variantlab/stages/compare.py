@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from variantlab import paths
 from variantlab.console import guarded, info
+from variantlab.stages.context import StageContext
 
 # Cost axes of the Pareto plot: leaderboard column -> axis label.
 PARETO_COSTS = {
@@ -16,25 +17,26 @@ PARETO_COSTS = {
 }
 
 
-def run(argv: Sequence[str] | None) -> int:
+def run(ctx: StageContext) -> int:
     import mlflow
 
     from variantlab.core.leaderboard import build_leaderboard, to_markdown
+    from variantlab.core.task import higher_is_better
     from variantlab.io.files import read_json, write_csv, write_text
     from variantlab.io.plots import pareto_png
     from variantlab.io.tracking import PARENT_ENV, stage_run
-    from variantlab.stages.context import parse_stage_args
 
-    ctx = parse_stage_args("Build the leaderboard of all variants.", argv)
     names = sorted(ctx.params.variants)
     evals = {n: read_json(ctx.path(paths.eval_metrics(n))) for n in names}
     trains = {n: read_json(ctx.path(paths.train_metrics(n))) for n in names}
-    board = build_leaderboard(evals, trains, ctx.params.promotion.metric)
-    markdown = f"# Leaderboard (by {ctx.params.promotion.metric}, frozen test set)\n\n{to_markdown(board)}"
+    metric, task = ctx.params.metric, ctx.task()
+    board = build_leaderboard(evals, trains, metric, kind=task.kind, higher_is_better=higher_is_better(metric))
+    order = "higher" if higher_is_better(metric) else "lower"
+    markdown = f"# Leaderboard (by {metric}, {order} is better, frozen test set)\n\n{to_markdown(board)}"
     with stage_run("compare", root=ctx.root, project=ctx.params.project.name):
         write_csv(ctx.path(paths.LEADERBOARD_CSV), board)
         write_text(ctx.path(paths.LEADERBOARD_MD), markdown)
-        pareto_png(board, ctx.params.promotion.metric, PARETO_COSTS, ctx.path(paths.PARETO_PNG))
+        pareto_png(board, metric, PARETO_COSTS, ctx.path(paths.PARETO_PNG), higher_is_better=higher_is_better(metric))
         mlflow.log_table(board, "leaderboard.json")
         shown = [paths.LEADERBOARD_MD, paths.LEADERBOARD_CSV, paths.PARETO_PNG]
         for path in shown:
@@ -48,7 +50,10 @@ def run(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return guarded("compare", lambda: run(argv), argv or sys.argv[1:])
+    from variantlab.stages.context import parse_stage_args
+
+    args = list(argv if argv is not None else sys.argv[1:])
+    return guarded("compare", lambda: run(parse_stage_args("Build the leaderboard of all variants.", args)), args)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from variantlab import paths
 from variantlab.config import Params, load_params
 from variantlab.core import timing
+from variantlab.core.task import Task
 from variantlab.io.tracking import project_root
 
 
@@ -20,6 +22,17 @@ class StageContext:
 
     def path(self, relative: Path) -> Path:
         return self.root / relative
+
+    def task(self) -> Task:
+        """The task as prepare froze it (label set included): every stage after prepare reads this one value."""
+        import json
+
+        from variantlab.errors import DataError
+
+        file = self.path(paths.TASK)
+        if not file.is_file():
+            raise DataError("no resolved task; run the prepare stage first", file=str(paths.TASK))
+        return Task.from_json(json.loads(file.read_text(encoding="utf-8")))
 
 
 def parse_stage_args(description: str, argv: Sequence[str] | None, *, variant: bool = False) -> StageContext:

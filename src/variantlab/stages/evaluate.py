@@ -5,11 +5,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from variantlab import paths
 from variantlab.console import guarded, info
 from variantlab.core import timing
+from variantlab.core.task import Task
+from variantlab.stages.context import StageContext
 
 LATENCY_SAMPLES = 30  # single sentences timed for the batch-1 latency
 LATENCY_BATCHES = 8  # batches of 32 timed for the batch-32 latency
@@ -45,23 +49,105 @@ def dir_size_mb(path: Any) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 2)
 
 
-def run(argv: Sequence[str] | None) -> int:
-    import mlflow
+@dataclass
+class Scoring:
+    """A task kind's view of one variant's test predictions: metrics, the answer per row, plots, logged keys."""
+
+    metrics: dict[str, Any]
+    predicted: Any  # pd.Series: the answer per test row (label or number)
+    columns: dict[str, Any]  # extra columns of the predictions file (confidence, p_<label>, error)
+    logged: dict[str, float]  # MLflow metrics
+    plots: list[Path]
+
+
+def _score_classification(ctx: StageContext, task: Task, model: Any, test: Any) -> Scoring:
     import numpy as np
     import pandas as pd
 
-    from variantlab.config import LABELS
-    from variantlab.core.behaviour import build_cases, run_checks
     from variantlab.core.metrics import calibration, classification_metrics, confusion_array, confusion_frame
-    from variantlab.io.files import md5_file, read_json, write_csv, write_json, write_parquet
-    from variantlab.io.models import load_pyfunc
+    from variantlab.io.files import write_csv
     from variantlab.io.plots import confusion_png, reliability_png
-    from variantlab.io.tracking import log_dvc_inputs, log_frame_input, stage_run
-    from variantlab.stages.context import parse_stage_args
 
-    ctx = parse_stage_args("Evaluate one variant on the frozen test set.", argv, variant=True)
+    variant = str(ctx.variant)
+    with timing.compute():
+        proba = model.predict(test[["text"]], params={"output": "proba"})
+    proba = proba.reindex(columns=list(task.labels), fill_value=0.0)  # the task's order, every label
+    pred = pd.Series(np.asarray(task.labels, dtype=object)[proba.to_numpy().argmax(axis=1)], index=test.index)
+    confidence = proba.to_numpy().max(axis=1)
+    positive = proba[task.positive_label].to_numpy() if task.is_binary and task.positive_label else None
+    metrics = classification_metrics(
+        test["label"], pred, test["domain"], task.labels, positive_score=positive, positive_label=task.positive_label
+    )
+    ece, reliability = calibration(confidence, (pred == test["label"].astype(str)).to_numpy(), CALIBRATION_BINS)
+    metrics |= {"ece": round(ece, 5), "mean_confidence": round(float(np.mean(confidence)), 5)}
+    confusion = confusion_frame(test["label"], pred, task.labels)
+    title = f"{variant}: macro-F1 {metrics['macro_f1']:.3f}"
+    confusion_png(confusion_array(confusion, task.labels), task.labels, title, ctx.path(paths.confusion_png(variant)))
+    reliability_png(reliability, ece, variant, ctx.path(paths.reliability_png(variant)))
+    write_csv(ctx.path(paths.reliability_csv(variant)), reliability.dropna())
+    # DVC's confusion template wants one row per example.
+    write_csv(
+        ctx.path(paths.confusion_csv(variant)),
+        pd.DataFrame({"actual": test["label"].astype(str), "predicted": pred.to_numpy()}),
+    )
+    logged: dict[str, float] = {
+        key: metrics[key] for key in ("accuracy", "macro_f1", "ece", "roc_auc", "pr_auc") if key in metrics
+    }
+    for name, row in metrics["per_class"].items():
+        logged |= {f"{k}.{name}": row[k] for k in ("f1", "precision", "recall")}
+    logged |= {f"macro_f1.{k}": v["macro_f1"] for k, v in metrics["per_domain"].items()}
+    columns = {"confidence": confidence, **{f"p_{c}": proba[c].to_numpy() for c in proba.columns}}
+    plots = [paths.confusion_png(variant), paths.reliability_png(variant)]
+    return Scoring(metrics, pred, columns, logged, plots)
+
+
+def _score_regression(ctx: StageContext, task: Task, model: Any, test: Any) -> Scoring:
+    import numpy as np
+    import pandas as pd
+
+    from variantlab.core.metrics import regression_metrics
+    from variantlab.io.files import write_csv
+    from variantlab.io.plots import residual_png
+
+    variant = str(ctx.variant)
+    with timing.compute():
+        pred = pd.Series(np.asarray(model.predict(test[["text"]]), dtype=np.float64), index=test.index)
+    metrics = regression_metrics(test["value"], pred.to_numpy(), test["domain"])
+    truth = test["value"].to_numpy(dtype=np.float64)
+    residual_png(
+        truth,
+        pred.to_numpy(),
+        f"{variant}: MAE {metrics['mae']:.3f}, R² {metrics['r2']:.3f}",
+        ctx.path(paths.confusion_png(variant)),
+    )
+    write_csv(ctx.path(paths.confusion_csv(variant)), pd.DataFrame({"actual": truth, "predicted": pred.to_numpy()}))
+    # No calibration for a number: the reliability slot holds the absolute error by decile of the prediction.
+    deciles = pd.qcut(pred.rank(method="first"), min(10, len(pred)), labels=False)
+    table = pd.DataFrame({"bin": deciles, "predicted": pred, "abs_error": (pred - truth).abs()})
+    write_csv(ctx.path(paths.reliability_csv(variant)), table.groupby("bin", as_index=False).mean())
+    residual_png(truth, pred.to_numpy(), f"{variant}: residuals", ctx.path(paths.reliability_png(variant)))
+    logged: dict[str, float] = {key: metrics[key] for key in ("mae", "rmse", "r2", "spearman")}
+    for name, row in metrics["per_domain"].items():
+        logged |= {f"{k}.{name}": row[k] for k in ("mae", "rmse")}
+    columns = {"error": (pred - truth).to_numpy()}
+    return Scoring(metrics, pred, columns, logged, [paths.confusion_png(variant)])
+
+
+SCORERS = {"classification": _score_classification, "regression": _score_regression}
+
+
+def run(ctx: StageContext) -> int:
+    import mlflow
+    import pandas as pd
+
+    from variantlab.core.behaviour import build_cases, run_checks
+    from variantlab.io.files import md5_file, read_json, write_json, write_parquet
+    from variantlab.io.models import load_pyfunc
+    from variantlab.io.tracking import log_dvc_inputs, log_frame_input, stage_run
+
     assert ctx.variant is not None
     variant = ctx.variant
+    task = ctx.task()
     test_file = ctx.path(paths.split_path("test"))
     test = pd.read_parquet(test_file)
     trained = read_json(ctx.path(paths.train_metrics(variant)))
@@ -80,47 +166,34 @@ def run(argv: Sequence[str] | None) -> int:
             test, name="test-split", source=paths.split_path("test"), digest=md5_file(test_file), context="testing"
         )
         started = time.perf_counter()
-        with timing.compute():
-            proba = model.predict(test[["text"]], params={"output": "proba"})
+        scoring = SCORERS[task.kind](ctx, task, model, test)
         elapsed = time.perf_counter() - started
-        proba = proba[[c for c in LABELS if c in proba.columns]]
-        pred = pd.Series(proba.columns.to_numpy()[proba.to_numpy().argmax(axis=1)], index=test.index).astype(str)
-        confidence = proba.to_numpy().max(axis=1)
         texts = test["text"].tolist()
         latency = {
             **latency_ms(model, texts, batch=1, repeats=LATENCY_SAMPLES),
             **latency_ms(model, texts, batch=32, repeats=LATENCY_BATCHES),
         }
-        metrics = classification_metrics(test["label"], pred, test["domain"])
-        ece, reliability = calibration(confidence, (pred == test["label"].astype(str)).to_numpy(), CALIBRATION_BINS)
-        cases = build_cases(ctx.params.project.seed, BEHAVIOUR_CASES, texts)
+        cases = build_cases(
+            ctx.params.project.seed,
+            BEHAVIOUR_CASES,
+            texts,
+            negation=task.polarity is not None,
+            invariance=task.invariance,
+        )
+        # A number "does not change" within 5% of the test targets' spread.
+        tolerance = None if task.is_classification else 0.05 * float(test["value"].std() or 1.0)
         with timing.compute():
-            behaviour, checked = run_checks(lambda batch: model.predict(pd.DataFrame({"text": batch})), cases)
-        confusion = confusion_frame(test["label"], pred)
+            behaviour, checked = run_checks(
+                lambda batch: model.predict(pd.DataFrame({"text": batch})), cases, tolerance=tolerance
+            )
+        truth = test[["id", "domain", "label" if task.is_classification else "value"]]
         write_parquet(
-            ctx.path(paths.predictions_path(variant)),
-            test[["id", "domain", "label"]].assign(
-                predicted=pred, confidence=confidence, **{f"p_{c}": proba[c].to_numpy() for c in proba.columns}
-            ),
-        )
-        confusion_png(
-            confusion_array(confusion),
-            LABELS,
-            f"{variant}: macro-F1 {metrics['macro_f1']:.3f}",
-            ctx.path(paths.confusion_png(variant)),
-        )
-        reliability_png(reliability, ece, variant, ctx.path(paths.reliability_png(variant)))
-        write_csv(ctx.path(paths.reliability_csv(variant)), reliability.dropna())
-        # DVC's confusion template wants one row per example.
-        write_csv(
-            ctx.path(paths.confusion_csv(variant)),
-            pd.DataFrame({"actual": test["label"].astype(str), "predicted": pred.to_numpy()}),
+            ctx.path(paths.predictions_path(variant)), truth.assign(predicted=scoring.predicted, **scoring.columns)
         )
         record = {
-            **metrics,
+            **scoring.metrics,
             "variant": variant,
-            "ece": round(ece, 5),
-            "mean_confidence": round(float(np.mean(confidence)), 5),
+            "task": task.kind,
             "behaviour": behaviour,
             "predict_seconds": round(elapsed, 3),
             "predict_per_s": round(len(test) / elapsed, 1),
@@ -133,35 +206,37 @@ def run(argv: Sequence[str] | None) -> int:
         }
         mlflow.log_metrics(
             {
-                "accuracy": metrics["accuracy"],
-                "macro_f1": metrics["macro_f1"],
-                "ece": record["ece"],
+                **scoring.logged,
                 "predict_per_s": record["predict_per_s"],
                 "model_size_mb": record["model_size_mb"],
                 **latency,
-                **{f"f1.{k}": v["f1"] for k, v in metrics["per_class"].items()},
-                **{f"precision.{k}": v["precision"] for k, v in metrics["per_class"].items()},
-                **{f"recall.{k}": v["recall"] for k, v in metrics["per_class"].items()},
-                **{f"macro_f1.{k}": v["macro_f1"] for k, v in metrics["per_domain"].items()},
                 **{f"behaviour.{k}": v["pass_rate"] for k, v in behaviour.items()},
             }
         )
-        mlflow.log_artifact(str(ctx.path(paths.confusion_png(variant))), "plots")
-        mlflow.log_artifact(str(ctx.path(paths.reliability_png(variant))), "plots")
-        mlflow.log_table(checked[~checked["passed"]], "evaluation/behaviour_failures.json")
+        for plot in scoring.plots:
+            mlflow.log_artifact(str(ctx.path(plot)), "plots")
+        if len(checked):
+            mlflow.log_table(checked[~checked["passed"]], "evaluation/behaviour_failures.json")
         mlflow.log_dict({k: v for k, v in record.items() if k != "mlflow_run_id"}, "evaluation/metrics.json")
         write_json(ctx.path(paths.eval_metrics(variant)), record)
-    passes = ", ".join(f"{k} {v['pass_rate']:.0%}" for k, v in behaviour.items())
+    passes = ", ".join(f"{k} {v['pass_rate']:.0%}" for k, v in behaviour.items()) or "none asked for"
+    main_metrics = ", ".join(f"{k} {scoring.logged[k]:.4f}" for k in list(scoring.logged)[:3])
     info(
-        f"evaluate@{variant}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-        f"ECE {ece:.3f} on {len(test)} test sentences; behaviour: {passes}; "
+        f"evaluate@{variant}: {main_metrics} on {len(test)} test texts; behaviour: {passes}; "
         f"latency p50 {latency['latency_ms_p50']} ms (batch 1), {latency['latency_b32_ms_p50']} ms (batch 32)"
     )
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return guarded("evaluate", lambda: run(argv), argv or sys.argv[1:])
+    from variantlab.stages.context import parse_stage_args
+
+    args = list(argv if argv is not None else sys.argv[1:])
+    return guarded(
+        "evaluate",
+        lambda: run(parse_stage_args("Evaluate one variant on the frozen test set.", args, variant=True)),
+        args,
+    )
 
 
 if __name__ == "__main__":

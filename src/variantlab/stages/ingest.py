@@ -7,18 +7,17 @@ from collections.abc import Sequence
 
 from variantlab import paths
 from variantlab.console import guarded, info
+from variantlab.stages.context import StageContext
 
 
-def run(argv: Sequence[str] | None) -> int:
+def run(ctx: StageContext) -> int:
     import mlflow
     import pandas as pd
 
     from variantlab.io.files import md5_file, write_csv, write_json, write_parquet
     from variantlab.io.sources import load_raw
     from variantlab.io.tracking import log_frame_input, stage_run
-    from variantlab.stages.context import parse_stage_args
 
-    ctx = parse_stage_args("Fetch and parse the raw sentences.", argv)
     frame, source = load_raw(ctx.params, ctx.root)
     with stage_run("ingest", root=ctx.root, project=ctx.params.project.name) as run:
         out = ctx.path(paths.RAW)
@@ -44,7 +43,10 @@ def run(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return guarded("ingest", lambda: run(argv), argv or sys.argv[1:])
+    from variantlab.stages.context import parse_stage_args
+
+    args = list(argv if argv is not None else sys.argv[1:])
+    return guarded("ingest", lambda: run(parse_stage_args("Fetch and parse the raw sentences.", args)), args)
 
 
 if __name__ == "__main__":

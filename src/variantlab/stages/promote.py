@@ -19,6 +19,8 @@ from typing import Any
 
 from variantlab import paths
 from variantlab.console import guarded, info
+from variantlab.core.task import Task
+from variantlab.errors import ConfigError
 from variantlab.stages.context import StageContext
 
 MAX_ATTEMPTS = 5
@@ -26,10 +28,11 @@ MAX_ATTEMPTS = 5
 PAUSE_ENV = "VARIANTLAB_PROMOTE_PAUSE_S"
 
 
-def slices(metrics: dict[str, Any]) -> dict[str, float]:
-    """The guarded slices: macro-F1 of each domain and F1 of each class."""
-    out = {f"domain/{k}": float(v["macro_f1"]) for k, v in metrics["per_domain"].items()}
-    out.update({f"class/{k}": float(v["f1"]) for k, v in metrics["per_class"].items()})
+def slices(metrics: dict[str, Any], task: Task) -> dict[str, float]:
+    """The guarded slices: macro-F1 of each domain and F1 of each class, or the MAE of each domain."""
+    score = "macro_f1" if task.is_classification else "mae"
+    out = {f"domain/{k}": float(v[score]) for k, v in metrics["per_domain"].items()}
+    out.update({f"class/{k}": float(v["f1"]) for k, v in metrics.get("per_class", {}).items()})
     return out
 
 
@@ -38,12 +41,12 @@ class Candidate:
     """The challenger (or the baseline) as the local pipeline outputs describe it."""
 
     scored: Any  # core.promotion.Scored
-    predictions: Any  # pd.Series of labels, in test-set order
+    predictions: Any  # pd.Series of labels (or numbers), in test-set order
     evaluated: dict[str, Any]
     trained: dict[str, Any]
 
 
-def load_candidate(ctx: StageContext, variant: str, test: Any) -> Candidate:
+def load_candidate(ctx: StageContext, variant: str, test: Any, task: Task) -> Candidate:
     import pandas as pd
 
     from variantlab.core.promotion import Scored
@@ -52,79 +55,102 @@ def load_candidate(ctx: StageContext, variant: str, test: Any) -> Candidate:
     evaluated = read_json(ctx.path(paths.eval_metrics(variant)))
     trained = read_json(ctx.path(paths.train_metrics(variant)))
     frame = pd.read_parquet(ctx.path(paths.predictions_path(variant))).set_index("id")
-    predictions = pd.Series(frame.loc[test["id"], "predicted"].to_numpy(), index=test.index).astype(str)
+    predictions = pd.Series(frame.loc[test["id"], "predicted"].to_numpy(), index=test.index)
+    predictions = predictions.astype(str) if task.is_classification else predictions.astype(float)
     scored = Scored(
         variant,
-        float(evaluated[ctx.params.promotion.metric]),
+        float(evaluated[ctx.params.metric]),
         trained["mlflow_run_id"],
         evaluated["test_sha256"],
-        slices(evaluated),
+        slices(evaluated, task),
         evaluated.get("latency_ms_p50"),
         trained.get("model_size_mb"),
     )
     return Candidate(scored, predictions, evaluated, trained)
 
 
-def _score_champion(ctx: StageContext, version: Any, test: Any, test_sha256: str) -> tuple[Any, Any]:
+def _score_champion(ctx: StageContext, version: Any, test: Any, test_sha256: str, task: Task) -> tuple[Any, Any]:
     """Re-score the current champion on today's frozen test set: (Scored, predictions)."""
+    import numpy as np
     import pandas as pd
 
     from variantlab.core import timing
-    from variantlab.core.metrics import classification_metrics
+    from variantlab.core.metrics import classification_metrics, regression_metrics
     from variantlab.core.promotion import Scored
     from variantlab.io.models import load_pyfunc
 
     info(f"promote: scoring the champion (version {version.version}) on the frozen test set")
-    model = load_pyfunc(f"models:/{ctx.params.promotion.registered_model}/{version.version}")
+    model = load_pyfunc(f"models:/{ctx.params.registered_model}/{version.version}")
     with timing.compute():
-        pred = pd.Series(model.predict(test[["text"]]), index=test.index).astype(str)
-    metrics = classification_metrics(test["label"], pred, test["domain"])
+        answers = model.predict(test[["text"]])
+    if task.is_classification:
+        pred = pd.Series(answers, index=test.index).astype(str)
+        unknown = sorted(set(pred) - set(task.labels))
+        if unknown:
+            raise ConfigError(
+                f"the champion (version {version.version}) answers labels {unknown[:5]} outside this task's "
+                f"{list(task.labels)}: a new task needs its own registered model (project.name)"
+            )
+        metrics = classification_metrics(test["label"], pred, test["domain"], task.labels)
+    else:
+        pred = pd.Series(np.asarray(answers, dtype=np.float64), index=test.index)
+        metrics = regression_metrics(test["value"], pred.to_numpy(), test["domain"])
+    metric = ctx.params.metric
+    if metric not in metrics:
+        raise ConfigError(f"the champion cannot be scored by {metric} (a binary metric needs probabilities)")
     scored = Scored(
-        version.tags.get("variant", "?"),
-        float(metrics[ctx.params.promotion.metric]),
-        version.run_id,
-        test_sha256,
-        slices(metrics),
+        version.tags.get("variant", "?"), float(metrics[metric]), version.run_id, test_sha256, slices(metrics, task)
     )
     return scored, pred
 
 
-def _compare(ctx: StageContext, test: Any, theirs: Any, mine: Any) -> Any:
-    from variantlab.config import LABELS
-    from variantlab.core.statistics import paired_comparison
+def _compare(ctx: StageContext, test: Any, theirs: Any, mine: Any, task: Task) -> Any:
+    from variantlab.core.statistics import paired_comparison, paired_regression
 
-    codes = {label: i for i, label in enumerate(LABELS)}
     cfg = ctx.params.promotion
+    metric, seed = ctx.params.metric, ctx.params.project.seed
+    if not task.is_classification:
+        values = test["value"].to_numpy()
+        return paired_regression(
+            values,
+            theirs.to_numpy(),
+            mine.to_numpy(),
+            metric=metric,
+            n_bootstrap=cfg.n_bootstrap,
+            confidence=cfg.confidence,
+            seed=seed,
+        )
     return paired_comparison(
-        test["label"].map(codes).to_numpy(),
-        theirs.map(codes).to_numpy(),
-        mine.map(codes).to_numpy(),
-        k=len(LABELS),
-        metric=cfg.metric,
+        task.codes(test["label"]),
+        task.codes(theirs),
+        task.codes(mine),
+        k=task.num_outputs,
+        metric=metric,
         n_bootstrap=cfg.n_bootstrap,
         confidence=cfg.confidence,
-        seed=ctx.params.project.seed,
+        seed=seed,
     )
 
 
-def _decide(ctx: StageContext, current: Any, best: Candidate, baseline: Candidate | None, test: Any) -> Any:
+def _decide(ctx: StageContext, current: Any, best: Candidate, baseline: Candidate | None, test: Any, task: Task) -> Any:
     from variantlab.core.promotion import Policy, Scored, decide
+    from variantlab.core.task import higher_is_better
 
     cfg = ctx.params.promotion
     policy = Policy(
-        cfg.metric,
+        ctx.params.metric,
         cfg.floor,
         cfg.min_improvement,
-        cfg.confidence,
         cfg.max_latency_ms,
         cfg.max_model_size_mb,
         cfg.max_slice_drop,
+        higher_is_better(ctx.params.metric),
     )
     challenger = best.scored
     if current is None:
         if baseline is None:
             return decide(challenger, None, None, policy)
-        comparison = _compare(ctx, test, baseline.predictions, best.predictions)
+        comparison = _compare(ctx, test, baseline.predictions, best.predictions, task)
         return decide(challenger, None, comparison, policy, reference=baseline.scored)
     if current.run_id == challenger.run_id:
         return decide(
@@ -133,8 +159,8 @@ def _decide(ctx: StageContext, current: Any, best: Candidate, baseline: Candidat
             None,
             policy,
         )
-    champion, theirs = _score_champion(ctx, current, test, challenger.test_sha256)
-    return decide(challenger, champion, _compare(ctx, test, theirs, best.predictions), policy)
+    champion, theirs = _score_champion(ctx, current, test, challenger.test_sha256, task)
+    return decide(challenger, champion, _compare(ctx, test, theirs, best.predictions, task), policy)
 
 
 def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, decision: Any) -> tuple[str, list[Any]]:
@@ -142,14 +168,16 @@ def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, deci
     from variantlab.io import registry
     from variantlab.io.tracking import PARENT_ENV, git_commit
 
-    cfg, trained, evaluated = ctx.params.promotion, best.trained, best.evaluated
+    trained, evaluated = best.trained, best.evaluated
+    name, metric = ctx.params.registered_model, ctx.params.metric
     variant = best.scored.variant
+    headline = ("macro_f1", "accuracy") if "accuracy" in evaluated else ("mae", "r2")
     tags = {
         "variant": variant,
         "strategy": trained["kind"],
+        "task": str(evaluated.get("task", "classification")),
         "test_sha256": evaluated["test_sha256"],
-        cfg.metric: f"{evaluated[cfg.metric]:.6f}",
-        "accuracy": f"{evaluated['accuracy']:.6f}",
+        **{key: f"{evaluated[key]:.6f}" for key in dict.fromkeys((metric, *headline)) if key in evaluated},
         "train_run_id": trained["mlflow_run_id"],
         "evaluate_run_id": evaluated["mlflow_run_id"],
         "artifact_sha256": digest,
@@ -157,20 +185,18 @@ def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, deci
     }
     description = (
         f"{variant} ({trained['kind']}): trained in run {trained['mlflow_run_id']} on {trained['n_train']} "
-        f"sentences of the training split, evaluated in run {evaluated['mlflow_run_id']} on the frozen test set "
-        f"(sha256 {evaluated['test_sha256'][:12]}, {evaluated['n_test']} sentences): {cfg.metric} "
-        f"{evaluated[cfg.metric]:.4f}. Pipeline run {os.environ.get(PARENT_ENV) or 'none (plain dvc repro)'}, "
+        f"texts of the training split, evaluated in run {evaluated['mlflow_run_id']} on the frozen test set "
+        f"(sha256 {evaluated['test_sha256'][:12]}, {evaluated['n_test']} texts): {metric} "
+        f"{evaluated[metric]:.4f}. Pipeline run {os.environ.get(PARENT_ENV) or 'none (plain dvc repro)'}, "
         f"git commit {git_commit(ctx.root)[:12]}; the runs' inputs name the data (MLflow datasets, DVC md5s)."
     )
     version = registry.register(
-        cfg.registered_model, trained["model_uri"], run_id=trained["mlflow_run_id"], tags=tags, description=description
+        name, trained["model_uri"], run_id=trained["mlflow_run_id"], tags=tags, description=description
     )
     pipeline = os.environ.get(PARENT_ENV, "")
     targets = [(registry.CHALLENGER, "challenger")] + ([(registry.CHAMPION, "promote")] if decision.promote else [])
     moves = [
-        registry.move_alias(
-            cfg.registered_model, alias, version.version, action=action, reason=reason, pipeline_run_id=pipeline
-        )
+        registry.move_alias(name, alias, version.version, action=action, reason=reason, pipeline_run_id=pipeline)
         for alias, action in targets
     ]
     return version.version, moves
@@ -180,7 +206,7 @@ def _version_of(current: Any) -> str | None:
     return None if current is None else str(current.version)
 
 
-def run(argv: Sequence[str] | None) -> int:
+def run(ctx: StageContext, *, dry: bool = False) -> int:
     import mlflow
     import pandas as pd
 
@@ -189,21 +215,17 @@ def run(argv: Sequence[str] | None) -> int:
     from variantlab.io.files import write_json
     from variantlab.io.models import model_digest
     from variantlab.io.tracking import configure, stage_run
-    from variantlab.stages.context import parse_stage_args
 
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--dry-run", action="store_true", help="decide and report, move no alias, register nothing")
-    known, rest = parser.parse_known_args(argv)
-    dry = bool(known.dry_run)
-    ctx = parse_stage_args("Register the best variant and promote it if it is provably better.", rest)
     cfg = ctx.params.promotion
+    name = ctx.params.registered_model
+    task = ctx.task()
     board = pd.read_csv(ctx.path(paths.LEADERBOARD_CSV))
     best_name = str(board.iloc[0]["variant"])
     test = pd.read_parquet(ctx.path(paths.split_path("test")))
-    best = load_candidate(ctx, best_name, test)
+    best = load_candidate(ctx, best_name, test, task)
     baseline = None
     if cfg.baseline is not None and cfg.baseline != best_name and cfg.baseline in set(board["variant"]):
-        baseline = load_candidate(ctx, cfg.baseline, test)
+        baseline = load_candidate(ctx, cfg.baseline, test, task)
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
     configure(ctx.root, ctx.params.project.name)
     tracked = contextlib.nullcontext() if dry else stage_run("promote", root=ctx.root, project=ctx.params.project.name)
@@ -212,16 +234,16 @@ def run(argv: Sequence[str] | None) -> int:
         if not dry:
             mlflow.set_tag("variant", best_name)
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            current = registry.champion(cfg.registered_model)
-            decision = _decide(ctx, current, best, baseline, test)
+            current = registry.champion(name)
+            decision = _decide(ctx, current, best, baseline, test, task)
             version: str | None = None
             moves: list[Any] = []
             if dry or "already champion" in decision.failed:
                 break
             digest = digest or model_digest(best.trained["model_uri"])  # once, not on every re-decision
             time.sleep(pause)
-            with registry.registry_lock(cfg.registered_model):
-                now = registry.champion(cfg.registered_model)
+            with registry.registry_lock(name):
+                now = registry.champion(name)
                 if _version_of(now) != _version_of(current):
                     info(
                         f"promote: @champion moved from v{_version_of(current)} to v{_version_of(now)} while "
@@ -231,17 +253,15 @@ def run(argv: Sequence[str] | None) -> int:
                 version, moves = _register(ctx, best, digest, decision.reason, decision)
             break
         else:
-            raise TrackingError(
-                f"@champion of '{cfg.registered_model}' kept moving; gave up after {MAX_ATTEMPTS} tries"
-            )
-        after = registry.champion(cfg.registered_model)
+            raise TrackingError(f"@champion of '{name}' kept moving; gave up after {MAX_ATTEMPTS} tries")
+        after = registry.champion(name)
         comparison = decision.comparison
         report = {
             **decision.to_json(),
             "against": "champion" if decision.champion else ("baseline" if decision.reference else "floor"),
             "dry_run": dry,
             "attempts": attempt,
-            "registered_model": cfg.registered_model,
+            "registered_model": name,
             "registered_version": version,
             "champion_before": _version_of(current),
             "champion_after": _version_of(after),
@@ -251,29 +271,37 @@ def run(argv: Sequence[str] | None) -> int:
             write_json(ctx.path(paths.PROMOTION_DRY_RUN), report)
         else:
             mlflow.log_dict(report, "promotion.json")
-            mlflow.log_text(registry.history_jsonl(cfg.registered_model), "alias_history.jsonl")
+            mlflow.log_text(registry.history_jsonl(name), "alias_history.jsonl")
             if comparison is not None:
                 mlflow.log_metrics(
                     {
                         "delta": comparison.delta,
                         "ci_low": comparison.ci_low,
                         "ci_high": comparison.ci_high,
-                        "mcnemar_p": comparison.mcnemar_p,
+                        "paired_p": comparison.p_value,
                     }
                 )
             mlflow.set_tags({"promoted": str(decision.promote).lower(), "reason": decision.reason[:5000]})
             write_json(ctx.path(paths.PROMOTION_REPORT), report)
     verb = ("would promote" if dry else "promoted") if decision.promote else "not promoted"
     where = f"; report: {paths.PROMOTION_DRY_RUN}" if dry else ""
-    info(
-        f"promote: {verb} {best_name}: {decision.reason}; "
-        f"{cfg.registered_model}@champion = v{report['champion_after']}{where}"
-    )
+    info(f"promote: {verb} {best_name}: {decision.reason}; {name}@champion = v{report['champion_after']}{where}")
     return 0
 
 
+def _run_from_argv(argv: Sequence[str]) -> int:
+    from variantlab.stages.context import parse_stage_args
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--dry-run", action="store_true", help="decide and report, move no alias, register nothing")
+    known, rest = parser.parse_known_args(argv)
+    ctx = parse_stage_args("Register the best variant and promote it if it is provably better.", rest)
+    return run(ctx, dry=bool(known.dry_run))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return guarded("promote", lambda: run(argv), argv or sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    return guarded("promote", lambda: _run_from_argv(args), args)
 
 
 if __name__ == "__main__":

@@ -12,25 +12,40 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from variantlab import paths
-from variantlab.config import LABELS, FinetuneVariant, ProbeVariant, TfidfVariant
+from variantlab.config import FinetuneVariant, ProbeVariant, TfidfVariant, Variant
 from variantlab.console import guarded, info
 from variantlab.core import timing
+from variantlab.core.task import Task
 from variantlab.errors import ConfigError
 from variantlab.stages.context import StageContext
 
-Trained = tuple[dict[str, Any], dict[str, Any]]  # (MLflow model kwargs, cost and training statistics)
 SCRATCH = Path(".variantlab")
 
 
-def _training_frame(cfg: TfidfVariant | ProbeVariant | FinetuneVariant, ctx: StageContext) -> Any:
+@dataclass
+class Fitted:
+    """What a variant kind's ``fit`` returns: the MLflow model (pyfunc kwargs) and its training record."""
+
+    model: dict[str, Any]
+    stats: dict[str, Any]
+
+
+class VariantKind(Protocol):
+    def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted: ...
+
+
+def _training_frame(cfg: Variant, ctx: StageContext, task: Task) -> Any:
     """The training split, capped at ``train_rows`` (stratified), plus the variant's extra data if any."""
     import pandas as pd
 
-    from variantlab.core.preprocessing import clean_text, label_from_rating, stratified_subsample
+    from variantlab.core.preprocessing import clean_text, stratified_subsample
     from variantlab.io.sources import read_user_file
 
     train = stratified_subsample(
@@ -45,76 +60,99 @@ def _training_frame(cfg: TfidfVariant | ProbeVariant | FinetuneVariant, ctx: Sta
                 "extra_data: holdout, but split.holdout_domains holds no training rows", file="params.yaml"
             )
     else:
-        extra = read_user_file(cfg.extra_data, ctx.root)
-        labels = ctx.params.labels
-        extra = extra.assign(
-            text=extra["text"].map(clean_text),
-            label=extra["label"].fillna(label_from_rating(extra["rating"], labels.negative_max, labels.positive_min)),
-        )
+        extra = read_user_file(cfg.extra_data, ctx.root, ctx.params)
+        extra = extra.assign(text=extra["text"].map(clean_text))
+        extra = extra[extra["label" if task.is_classification else "value"].notna()]
+        extra = extra.assign(stratum=task.strata_of(extra))
     extra = stratified_subsample(extra, cfg.extra_rows, ctx.params.project.seed)
     return pd.concat([train, extra[train.columns.intersection(extra.columns)]], ignore_index=True)
 
 
-def _train_tfidf(cfg: TfidfVariant, train: Any, ctx: StageContext, workdir: Path) -> Trained:
-    from variantlab.core.baseline import tfidf_logreg
-    from variantlab.io.models import sklearn_model_kwargs
-
-    with timing.compute():
-        pipeline = tfidf_logreg(cfg, ctx.params.project.seed).fit(train[["text"]], train["label"].astype(str))
-    coef = pipeline.named_steps["classifier"].coef_
-    size = int(coef.size + coef.shape[0])
-    stats = {"trainable_params": size, "total_params": size, "vocabulary": int(coef.shape[1])}
-    return sklearn_model_kwargs(pipeline, workdir, train[["text"]].head(3)), stats
+def _example(train: Any) -> Any:
+    return train[["text"]].head(3)
 
 
-def _train_probe(cfg: ProbeVariant, train: Any, ctx: StageContext, workdir: Path) -> Trained:
-    from variantlab.core.baseline import fit_linear_head
-    from variantlab.core.embeddings import embed_texts
-    from variantlab.io.embedding_cache import cache_key, cached_embeddings
-    from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
-    from variantlab.io.zoo import load_encoder, resolve
+@dataclass
+class TfidfKind:
+    cfg: TfidfVariant
+    ctx: StageContext
 
-    model = resolve(ctx.params.models[cfg.model], ctx.root)
-    tokenizer, encoder = load_encoder(model)
-    texts = train["text"].tolist()
-    key = cache_key(model.entry.sha256, texts, max_length=cfg.max_length, normalize=True)
-    embeddings, hit = cached_embeddings(
-        ctx.path(SCRATCH / "embeddings"),
-        key,
-        lambda: embed_texts(
-            encoder,
-            tokenizer,
-            texts,
-            batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
-            progress=f"embed train ({ctx.variant})",
-        ),
-    )
-    with timing.compute():
-        weight, bias, classes = fit_linear_head(
-            embeddings,
-            train["label"].astype(str).to_numpy(),
-            C=cfg.C,
-            max_iter=cfg.max_iter,
-            seed=ctx.params.project.seed,
+    def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
+        from variantlab.core.baseline import tfidf_pipeline
+        from variantlab.io.models import sklearn_model_kwargs
+
+        target = train["label"].astype(str) if task.is_classification else train["value"].astype(float)
+        with timing.compute():
+            pipeline = tfidf_pipeline(self.cfg, task, self.ctx.params.project.seed).fit(train[["text"]], target)
+        coef = np.atleast_2d(pipeline.named_steps["classifier"].coef_)
+        size = int(coef.size + coef.shape[0])
+        stats = {"trainable_params": size, "total_params": size, "vocabulary": int(coef.shape[1])}
+        return Fitted(sklearn_model_kwargs(pipeline, workdir, _example(train), task), stats)
+
+
+@dataclass
+class ProbeKind:
+    cfg: ProbeVariant
+    ctx: StageContext
+
+    def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
+        from variantlab.core.baseline import fit_linear_head
+        from variantlab.core.embeddings import embed_texts
+        from variantlab.io.embedding_cache import cache_key, cached_embeddings
+        from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
+        from variantlab.io.zoo import load_encoder, resolve
+
+        cfg, ctx = self.cfg, self.ctx
+        model = resolve(ctx.params.models[cfg.model], ctx.root)
+        tokenizer, encoder = load_encoder(model)
+        texts = train["text"].tolist()
+        key = cache_key(model.entry.sha256, texts, max_length=cfg.max_length, normalize=True)
+        embeddings, hit = cached_embeddings(
+            ctx.path(SCRATCH / "embeddings"),
+            key,
+            lambda: embed_texts(
+                encoder,
+                tokenizer,
+                texts,
+                batch_size=cfg.batch_size,
+                max_length=cfg.max_length,
+                progress=f"embed train ({ctx.variant})",
+            ),
         )
-    meta = {
-        "classes": classes,
-        "batch_size": cfg.batch_size,
-        "max_length": cfg.max_length,
-        "normalize": True,
-        "base_model": model.entry.source,
-        "base_sha256": model.entry.sha256,
-    }
-    artifacts = stage_encoder_artifacts(workdir, head={"weight": weight, "bias": bias}, meta=meta, base=model)
-    total = sum(p.numel() for p in encoder.parameters()) + weight.size + bias.size
-    stats = {
-        "trainable_params": int(weight.size + bias.size),
-        "total_params": int(total),
-        "base_model": model.entry.source,
-        "embedding_cache_hit": hit,
-    }
-    return encoder_model_kwargs(artifacts, train[["text"]].head(3)), stats
+        with timing.compute():
+            weight, bias = fit_linear_head(
+                embeddings,
+                task.y(train),
+                task,
+                C=cfg.C,
+                max_iter=cfg.max_iter,
+                seed=ctx.params.project.seed,
+                class_weight=cfg.class_weight,
+            )
+        meta = {
+            **_output_meta(task),
+            "batch_size": cfg.batch_size,
+            "max_length": cfg.max_length,
+            "normalize": True,
+            "base_model": model.entry.source,
+            "base_sha256": model.entry.sha256,
+        }
+        artifacts = stage_encoder_artifacts(workdir, head={"weight": weight, "bias": bias}, meta=meta, base=model)
+        total = sum(p.numel() for p in encoder.parameters()) + weight.size + bias.size
+        stats = {
+            "trainable_params": int(weight.size + bias.size),
+            "total_params": int(total),
+            "base_model": model.entry.source,
+            "embedding_cache_hit": hit,
+        }
+        return Fitted(encoder_model_kwargs(artifacts, _example(train), task), stats)
+
+
+def _output_meta(task: Task, mean: float = 0.0, std: float = 1.0) -> dict[str, Any]:
+    """What the served model needs to turn its head's output into the task's answer."""
+    if task.is_classification:
+        return {"task": "classification", "classes": list(task.labels)}
+    return {"task": "regression", "classes": [], "target_mean": mean, "target_std": std}
 
 
 def _fingerprint(cfg: FinetuneVariant, train: Any, seed: int) -> str:
@@ -164,150 +202,160 @@ def _distributed_rank() -> tuple[int, int]:
 STEP_PAUSE_ENV = "VARIANTLAB_TRAIN_STEP_PAUSE_S"
 
 
-def _train_finetune(cfg: FinetuneVariant, train: Any, ctx: StageContext, workdir: Path, resume: bool) -> Trained:
-    import mlflow
-    import pandas as pd
-    import torch
+@dataclass
+class FinetuneKind:
+    """``full``, ``lora`` and ``pruned``: the open encoder with a head, trained by ``core.training``."""
 
-    from variantlab.core.classifier import EncoderClassifier, add_lora, count_parameters, prune_layers
-    from variantlab.core.training import Encoded, LoopSettings, resolve_device, train_classifier
-    from variantlab.io.checkpoints import DirectoryCheckpointer
-    from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
-    from variantlab.io.zoo import load_encoder, resolve
+    cfg: FinetuneVariant
+    ctx: StageContext
+    resume: bool = False
 
-    model = resolve(ctx.params.models[cfg.model], ctx.root)
-    tokenizer, encoder = load_encoder(model)
-    if cfg.kind == "pruned":
-        encoder = prune_layers(encoder, cfg.keep_layers or 1)
-    if cfg.kind == "lora":
-        encoder = add_lora(
-            encoder,
-            rank=cfg.lora.rank,
-            alpha=cfg.lora.alpha,
-            dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules,
+    def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
+        import mlflow
+        import torch
+
+        from variantlab.core.classifier import EncoderClassifier, add_lora, count_parameters, prune_layers
+        from variantlab.core.training import Encoded, LoopSettings, resolve_device, train_classifier
+        from variantlab.io.checkpoints import DirectoryCheckpointer
+        from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
+        from variantlab.io.zoo import load_encoder, resolve
+
+        cfg, ctx = self.cfg, self.ctx
+        model = resolve(ctx.params.models[cfg.model], ctx.root)
+        tokenizer, encoder = load_encoder(model)
+        if cfg.kind == "pruned":
+            encoder = prune_layers(encoder, cfg.keep_layers or 1)
+        if cfg.kind == "lora":
+            encoder = add_lora(
+                encoder,
+                rank=cfg.lora.rank,
+                alpha=cfg.lora.alpha,
+                dropout=cfg.lora.dropout,
+                target_modules=cfg.lora.target_modules,
+            )
+        torch.manual_seed(ctx.params.project.seed)
+        classifier = EncoderClassifier(encoder, task.num_outputs, dropout=cfg.dropout)
+        # Regression trains on the standardised target (a price in dollars and a rating in [-4, 4] alike);
+        # the served model undoes it.
+        mean = float(train["value"].mean()) if not task.is_classification else 0.0
+        std = float(train["value"].std() or 1.0) if not task.is_classification else 1.0
+
+        def encode(frame: Any) -> Encoded:
+            ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=cfg.max_length)["input_ids"]
+            y = task.y(frame)
+            return Encoded(ids, y if task.is_classification else (y - mean) / std)
+
+        rank, world = _distributed_rank()
+        device = resolve_device(cfg.device)
+        if device == "cuda" and world > 1:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        settings = LoopSettings.from_variant(cfg, seed=ctx.params.project.seed, device=device, objective=task.kind)
+        store_dir = ctx.path(SCRATCH / "checkpoints" / f"{ctx.variant}-{_fingerprint(cfg, train, settings.seed)}")
+        store = DirectoryCheckpointer(store_dir)
+        if self.resume and store.exists():
+            info(f"train@{ctx.variant}: resuming from {store_dir}")
+
+        pause = float(os.environ.get(STEP_PAUSE_ENV) or 0)  # fault injection for the crash tests: a wider window
+
+        def log_step(state: Any, loss: Any) -> None:
+            if state.step % 10 == 0 and rank == 0:  # float() syncs the GPU: only on the steps we log
+                mlflow.log_metric("train_loss", float(loss), step=state.step)
+            if pause:
+                time.sleep(pause)
+
+        state = train_classifier(
+            classifier,
+            encode(train),
+            encode(val),
+            settings,
+            pad_id=tokenizer.pad_token_id or 0,
+            checkpoints=store if cfg.checkpoint_every else None,
+            resume=self.resume,
+            on_step=log_step,
+            progress=f"train {ctx.variant}",
         )
-    torch.manual_seed(ctx.params.project.seed)
-    classifier = EncoderClassifier(encoder, len(LABELS), dropout=cfg.dropout)
-
-    def encode(frame: Any) -> Encoded:
-        ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=cfg.max_length)["input_ids"]
-        return Encoded(ids, frame["label"].map(LABELS.index).to_numpy())
-
-    val = pd.read_parquet(ctx.path(paths.split_path("val")))
-    rank, world = _distributed_rank()
-    device = resolve_device(cfg.device)
-    if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    settings = LoopSettings(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_ratio=cfg.warmup_ratio,
-        grad_accum=cfg.grad_accum,
-        patience=cfg.patience,
-        seed=ctx.params.project.seed,
-        device=device,
-        bf16=cfg.bf16,
-        compile=cfg.compile,
-        checkpoint_every=cfg.checkpoint_every,
-        max_steps=cfg.max_steps,
-    )
-    store_dir = ctx.path(SCRATCH / "checkpoints" / f"{ctx.variant}-{_fingerprint(cfg, train, settings.seed)}")
-    store = DirectoryCheckpointer(store_dir)
-    if resume and store.exists():
-        info(f"train@{ctx.variant}: resuming from {store_dir}")
-
-    pause = float(os.environ.get(STEP_PAUSE_ENV) or 0)  # fault injection for the crash tests: a wider window
-
-    def log_step(state: Any, loss: Any) -> None:
-        if state.step % 10 == 0 and rank == 0:  # float() syncs the GPU: only on the steps we log
-            mlflow.log_metric("train_loss", float(loss), step=state.step)
-        if pause:
-            time.sleep(pause)
-
-    state = train_classifier(
-        classifier,
-        encode(train),
-        encode(val),
-        settings,
-        pad_id=tokenizer.pad_token_id or 0,
-        checkpoints=store if cfg.checkpoint_every else None,
-        resume=resume,
-        on_step=log_step,
-        progress=f"train {ctx.variant}",
-    )
-    if store_dir.exists():  # finished: the model is the output now, the checkpoint only takes space
-        shutil.rmtree(store_dir)
-    for row in state.history:
-        mlflow.log_metrics(
-            {"epoch_train_loss": row["train_loss"], "val_macro_f1": row["val_macro_f1"]}, step=int(row["epoch"])
+        if store_dir.exists():  # finished: the model is the output now, the checkpoint only takes space
+            shutil.rmtree(store_dir)
+        val_key = f"val_{settings.val_metric}"
+        for row in state.history:
+            value = row[val_key] * (std if not task.is_classification else 1.0)  # MAE in the target's units
+            mlflow.log_metrics({"epoch_train_loss": row["train_loss"], val_key: value}, step=int(row["epoch"]))
+        head = {
+            "weight": classifier.head.weight.detach().cpu().numpy(),
+            "bias": classifier.head.bias.detach().cpu().numpy(),
+        }
+        meta = {
+            **_output_meta(task, mean, std),
+            "batch_size": 64,
+            "max_length": cfg.max_length,
+            "normalize": False,
+            "base_model": model.entry.source,
+            "base_sha256": model.entry.sha256,
+            "strategy": cfg.kind,
+        }
+        artifacts = stage_encoder_artifacts(
+            workdir, head=head, meta=meta, encoder=classifier.encoder, tokenizer=tokenizer
         )
-    head = {
-        "weight": classifier.head.weight.detach().cpu().numpy(),
-        "bias": classifier.head.bias.detach().cpu().numpy(),
-    }
-    meta = {
-        "classes": list(LABELS),
-        "batch_size": 64,
-        "max_length": cfg.max_length,
-        "normalize": False,
-        "base_model": model.entry.source,
-        "base_sha256": model.entry.sha256,
-        "strategy": cfg.kind,
-    }
-    artifacts = stage_encoder_artifacts(workdir, head=head, meta=meta, encoder=classifier.encoder, tokenizer=tokenizer)
-    trainable, total = count_parameters(classifier)
-    stats = {
-        "trainable_params": trainable,
-        "total_params": total,
-        "base_model": model.entry.source,
-        "epochs_run": state.epoch,
-        "optimizer_steps": state.step,
-        "best_val_macro_f1": state.best_score,
-        "train_samples_per_s": round(world * state.samples / max(state.seconds, 1e-9), 2),
-        "world_size": world,
-        "device": device,
-    }
-    if device.startswith("cuda"):
-        stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return encoder_model_kwargs(artifacts, train[["text"]].head(3)), stats
+        trainable, total = count_parameters(classifier)
+        best = state.best_score if task.is_classification else -state.best_score * std
+        stats = {
+            "trainable_params": trainable,
+            "total_params": total,
+            "base_model": model.entry.source,
+            "epochs_run": state.epoch,
+            "optimizer_steps": state.step,
+            f"best_val_{settings.val_metric}": best,
+            "train_samples_per_s": round(world * state.samples / max(state.seconds, 1e-9), 2),
+            "world_size": world,
+            "device": device,
+        }
+        if device.startswith("cuda"):
+            stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return Fitted(encoder_model_kwargs(artifacts, _example(train), task), stats)
+
+
+def kind_for(cfg: Variant, ctx: StageContext, *, resume: bool = False) -> VariantKind:
+    """The configured kind's object: the discriminated config picks it, no isinstance chain."""
+    if cfg.kind == "tfidf-logreg":
+        return TfidfKind(cfg, ctx)
+    if cfg.kind == "probe":
+        return ProbeKind(cfg, ctx)
+    return FinetuneKind(cfg, ctx, resume)
 
 
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
-def run(argv: Sequence[str] | None) -> int:
+def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = ()) -> int:
+    """Train variant ``ctx.variant``; ``argv`` is what a torchrun relaunch passes on to each worker."""
     import mlflow
+    import pandas as pd
     import torch
 
     from variantlab.io.files import md5_file, write_json
     from variantlab.io.models import save_and_log
     from variantlab.io.tracking import flatten, log_dvc_inputs, log_frame_input, stage_run
-    from variantlab.stages.context import parse_stage_args
 
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--resume", action="store_true", help="continue from this variant's last checkpoint")
-    known, rest = parser.parse_known_args(argv)
-    resume = known.resume or os.environ.get("VARIANTLAB_RESUME", "") not in ("", "0")
-    ctx = parse_stage_args("Train one variant.", rest, variant=True)
     assert ctx.variant is not None
     cfg = ctx.params.variant(ctx.variant)
-    if isinstance(cfg, FinetuneVariant) and cfg.processes > 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch_under_torchrun(cfg.processes, list(argv or sys.argv[1:]))
+    processes = getattr(cfg, "processes", 1)
+    if processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch_under_torchrun(processes, list(argv))
+    task = ctx.task()
     torch.manual_seed(ctx.params.project.seed)
     train_file = ctx.path(paths.split_path("train"))
-    train = _training_frame(cfg, ctx)
+    train = _training_frame(cfg, ctx, task)
+    val = pd.read_parquet(ctx.path(paths.split_path("val")))
+    kind = kind_for(cfg, ctx, resume=resume)
     out_dir = ctx.path(paths.model_dir(ctx.variant))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if not isinstance(cfg, FinetuneVariant):
+        if not isinstance(kind, FinetuneKind):
             raise ConfigError(f"variant '{ctx.variant}' ({cfg.kind}) does not train on several processes")
         rank, _ = _distributed_rank()
         if rank != 0:  # other ranks train in lock-step; rank 0 alone logs, saves and writes outputs
             with tempfile.TemporaryDirectory() as tmp:
-                _train_finetune(cfg, train, ctx, Path(tmp), resume)
+                kind.fit(train, val, task, Path(tmp))
             return 0
     with (
         stage_run(
@@ -315,30 +363,26 @@ def run(argv: Sequence[str] | None) -> int:
         ) as run,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        mlflow.set_tag("strategy", cfg.kind)
+        mlflow.set_tags({"strategy": cfg.kind, "task": task.describe()[:250]})
         mlflow.log_params(flatten({"variant": cfg.model_dump(), "seed": ctx.params.project.seed}))
         log_dvc_inputs({"train": train_file})
         log_frame_input(
             train, name="train-data", source=paths.split_path("train"), digest=md5_file(train_file), context="training"
         )
         started = time.perf_counter()
-        if isinstance(cfg, TfidfVariant):
-            kwargs, stats = _train_tfidf(cfg, train, ctx, Path(tmp))
-        elif isinstance(cfg, ProbeVariant):
-            kwargs, stats = _train_probe(cfg, train, ctx, Path(tmp))
-        else:
-            kwargs, stats = _train_finetune(cfg, train, ctx, Path(tmp), resume)
+        fitted = kind.fit(train, val, task, Path(tmp))
         train_time = time.perf_counter() - started
-        model_uri = save_and_log(kwargs, out_dir)
+        model_uri = save_and_log(fitted.model, out_dir)
         size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
         record = {
             "variant": ctx.variant,
             "kind": cfg.kind,
+            "task": task.kind,
             "n_train": len(train),
             "train_time_s": round(train_time, 3),
             "model_size_mb": round(size / 2**20, 2),
             "peak_rss_mb": _peak_rss_mb(),
-            **stats,
+            **fitted.stats,
             "model_uri": model_uri,
             "mlflow_run_id": run.info.run_id,
         }
@@ -346,12 +390,23 @@ def run(argv: Sequence[str] | None) -> int:
             {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         )
         write_json(ctx.path(paths.train_metrics(ctx.variant)), record)
-    info(f"train@{ctx.variant}: {cfg.kind} on {len(train)} sentences in {train_time:.1f}s -> {model_uri}")
+    info(f"train@{ctx.variant}: {cfg.kind} on {len(train)} texts in {train_time:.1f}s -> {model_uri}")
     return 0
 
 
+def _run_from_argv(argv: Sequence[str]) -> int:
+    from variantlab.stages.context import parse_stage_args
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--resume", action="store_true", help="continue from this variant's last checkpoint")
+    known, rest = parser.parse_known_args(argv)
+    resume = known.resume or os.environ.get("VARIANTLAB_RESUME", "") not in ("", "0")
+    return run(parse_stage_args("Train one variant.", rest, variant=True), resume=resume, argv=argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return guarded("train", lambda: run(argv), argv or sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    return guarded("train", lambda: _run_from_argv(args), args)
 
 
 if __name__ == "__main__":

@@ -9,24 +9,25 @@ from collections.abc import Sequence
 from variantlab import paths
 from variantlab.console import guarded, info
 from variantlab.errors import ValidationFailed
+from variantlab.stages.context import StageContext
 
 
-def run(argv: Sequence[str] | None) -> int:
+def run(ctx: StageContext) -> int:
     import mlflow
     import pandas as pd
 
     from variantlab.core.expectations import build_suite, validation_view
+    from variantlab.core.task import resolve_task
     from variantlab.io.files import write_json
     from variantlab.io.tracking import log_dvc_inputs, stage_run
     from variantlab.io.validation import first_failure, render_failures, run_suite
-    from variantlab.stages.context import parse_stage_args
 
-    ctx = parse_stage_args("Validate the raw sentences with the GX suite.", argv)
-    specs = build_suite(ctx.params.validation)
     raw = pd.read_parquet(ctx.path(paths.RAW))
+    task = resolve_task(ctx.params, raw["label"], file=str(paths.RAW))
+    specs = build_suite(ctx.params.validation, task)
     with stage_run("validate", root=ctx.root, project=ctx.params.project.name) as run:
         log_dvc_inputs({"raw": ctx.path(paths.RAW)})
-        report = run_suite(validation_view(raw, ctx.params.labels), specs)
+        report = run_suite(validation_view(raw, task), specs)
         summary = report.summary()
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         mlflow.log_dict(report.to_json(), "validation/report.json")
@@ -50,7 +51,12 @@ def run(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return guarded("validate", lambda: run(argv), argv or sys.argv[1:])
+    from variantlab.stages.context import parse_stage_args
+
+    args = list(argv if argv is not None else sys.argv[1:])
+    return guarded(
+        "validate", lambda: run(parse_stage_args("Validate the raw sentences with the GX suite.", args)), args
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Any
 
 from variantlab.errors import VariantlabError
 from variantlab.io.files import read_json, write_json
-from variantlab.io.services import free_port, wait_http
+from variantlab.proc.services import free_port, wait_http
 
 BUCKET = "variantlab"
 DB_USER = "variantlab"

@@ -432,7 +432,7 @@ def serving(root: Path, env: Mapping[str, str] | None = None) -> Iterator[dict[s
         path = Path(tmp) / "stages.sock"
         server_env = {**(env or os.environ), SOCKET_ENV: str(path)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "variantlab.io.warm", str(path)],
+            [sys.executable, "-m", "variantlab.proc.warm", str(path)],
             cwd=root,
             env=server_env,
             stdin=subprocess.DEVNULL,
