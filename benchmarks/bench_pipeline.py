@@ -128,7 +128,8 @@ def run_stage(project: Path, argv: list[str], env: dict[str, str]) -> dict[str, 
 
 
 def startup(project: Path, env: dict[str, str]) -> dict[str, Any]:
-    from variantlab.io import dvc, warm
+    from variantlab.io import dvc
+    from variantlab.proc import warm
 
     stage_env = dvc.stage_env(env)
     out: dict[str, Any] = {}

@@ -27,7 +27,8 @@ from prefect.tasks import exponential_backoff
 from variantlab import paths
 from variantlab.config import load_params
 from variantlab.console import TRANSIENT_EXIT
-from variantlab.io import dvc, warm
+from variantlab.io import dvc
+from variantlab.proc import warm
 from variantlab.io.tracking import pipeline_run, record_reused, tracking_uri
 
 RETRIES = int(os.environ.get("VARIANTLAB_STAGE_RETRIES", "3"))

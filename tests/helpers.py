@@ -196,3 +196,26 @@ def set_variants(project: Path, variants: dict[str, Any], baseline: str | None =
     params["variants"] = variants
     params["promotion"]["baseline"] = baseline
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def default_params() -> Any:
+    """The shipped params.yaml, parsed."""
+    from variantlab.config import load_params
+
+    return load_params(REPO / "params.yaml")
+
+
+def default_task() -> Any:
+    """The default (VADER sentiment) task, resolved: its three labels in their declared order."""
+    from variantlab.core.task import resolve_task
+
+    return resolve_task(default_params())
+
+
+def raw_sentences(n: int = 90, seed: int = 0) -> pd.DataFrame:
+    """``tiny_sentences`` in the raw schema, labelled by the default task's rating rule, as ingest leaves them."""
+    from variantlab.core.corpus import RAW_COLUMNS, RAW_DTYPES
+    from variantlab.core.task import with_labels
+
+    frame = tiny_sentences(n, seed).rename(columns={"rating": "value"}).assign(label=pd.NA)
+    return with_labels(frame[list(RAW_COLUMNS)].astype(RAW_DTYPES), default_params())

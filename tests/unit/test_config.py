@@ -68,11 +68,52 @@ def test_gpu_profile_is_one_switch() -> None:
         parse_params(raw)
 
 
-def test_label_thresholds_must_be_ordered() -> None:
+def test_a_label_rule_catch_all_must_come_last() -> None:
     raw = shipped()
-    raw["labels"] = {"negative_max": 1.0, "positive_min": 0.5}
-    with pytest.raises(ConfigError, match="negative_max must be below"):
+    raw["task"]["label_rule"]["bins"] = [{"label": "neutral"}, {"label": "positive", "min": 0.5}]
+    with pytest.raises(ConfigError, match="bin 'neutral' has no bounds, so the bins after it never match"):
         parse_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("task", "pattern"),
+    [
+        ({"kind": "classification", "labels": ["only"]}, r"task.labels needs 2 to 20 labels, got 1"),
+        ({"kind": "classification", "labels": [f"l{i}" for i in range(21)]}, "needs 2 to 20 labels, got 21"),
+        ({"kind": "classification", "labels": ["a", "b", "a"]}, r"repeats a label"),
+        ({"kind": "classification", "labels": ["a", "b"], "positive_label": "c"}, r"not in task.labels"),
+        ({"kind": "classification", "labels": ["a", "b", "c"], "positive_label": "a"}, "binary task"),
+        ({"kind": "regression", "behaviour": {"polarity": {"positive": "a", "negative": "b"}}}, "for classification"),
+        ({"kind": "ranking"}, r"task"),
+    ],
+)
+def test_bad_tasks_are_named(task: dict, pattern: str) -> None:
+    raw = shipped()
+    raw["task"] = task
+    raw["promotion"]["metric"] = None
+    with pytest.raises(ConfigError, match=pattern):
+        parse_params(raw)
+
+
+def test_a_regression_task_refuses_classification_options() -> None:
+    raw = shipped()
+    raw["task"] = {"kind": "regression", "target_column": "rating"}
+    with pytest.raises(ConfigError, match=r"promotion.metric 'macro_f1' does not fit a regression task"):
+        parse_params(raw)
+    raw["promotion"]["metric"] = "mae"
+    raw["variants"]["tfidf-logreg"]["class_weight"] = "balanced"
+    with pytest.raises(ConfigError, match=r"variants.tfidf-logreg.class_weight is for classification"):
+        parse_params(raw)
+    del raw["variants"]["tfidf-logreg"]["class_weight"]
+    params = parse_params(raw)
+    assert params.metric == "mae" and params.registered_model == "variantlab-sentiment"
+
+
+def test_every_example_params_file_loads() -> None:
+    files = sorted((REPO / "examples").glob("*/params.yaml"))
+    assert len(files) >= 3
+    kinds = {load_params(f).task.kind for f in files}
+    assert kinds == {"classification", "regression"}
 
 
 def test_params_are_frozen() -> None:

@@ -4,16 +4,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from variantlab.config import LABELS
-from variantlab.core.corpus import conform_user_frame, parse_ground_truth
+from variantlab.core.corpus import UserColumns, conform_user_frame, parse_ground_truth
 from variantlab.errors import DataError
+
+SENTIMENT = UserColumns("label", "rating", ("negative", "neutral", "positive"))
 
 
 def test_parse_ground_truth_crlf_and_ids() -> None:
     content = "1\t2.5\tGreat day!\r\n2\t-1.25\tNot good &amp; sad\r\n3\t0\tcaf\u00e9 au lait".encode()
     frame = parse_ground_truth(content, file="x/movieReviewSnippets_GroundTruth.txt")
     assert list(frame["id"]) == ["movie_reviews-1", "movie_reviews-2", "movie_reviews-3"]
-    assert list(frame["rating"]) == [2.5, -1.25, 0.0]
+    assert list(frame["value"]) == [2.5, -1.25, 0.0]
     assert frame["text"].iloc[2] == "caf\u00e9 au lait"
     assert set(frame["domain"]) == {"movie_reviews"}
     assert frame["label"].isna().all()
@@ -31,23 +32,42 @@ def test_parse_ground_truth_rejects_bad_encoding() -> None:
 
 def test_conform_user_frame_defaults() -> None:
     out = conform_user_frame(
-        pd.DataFrame({"text": ["a", "b"], "label": ["Positive", "neutral"]}), file="f.csv", labels=LABELS
+        pd.DataFrame({"text": ["a", "b"], "label": ["Positive", "neutral"]}), file="f.csv", columns=SENTIMENT
     )
-    assert list(out.columns) == ["id", "text", "rating", "label", "domain"]
-    assert list(out["label"]) == ["positive", "neutral"]
-    assert list(out["domain"]) == ["user", "user"]
-    assert math.isnan(out["rating"].iloc[0])
+    assert list(out.columns) == ["id", "text", "value", "label", "domain"]
+    assert list(out["label"]) == ["positive", "neutral"]  # spelled as declared
+    assert list(out["domain"]) == ["all", "all"]  # no domain column: one slice
+    assert list(out["id"]) == ["row-2", "row-3"]  # the line in the file
+    assert math.isnan(out["value"].iloc[0])
+
+
+def test_conform_user_frame_keeps_any_label_when_the_task_says_auto() -> None:
+    topics = UserColumns("topic", None, None)
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "topic": ["Law ", "food", "Law"]})
+    out = conform_user_frame(frame, file="f.csv", columns=topics)
+    assert list(out["label"]) == ["Law", "food", "Law"]  # stripped, case kept: the user's own labels
+
+
+def test_conform_user_frame_reads_a_regression_target() -> None:
+    price = UserColumns(None, "price", None)
+    out = conform_user_frame(pd.DataFrame({"text": ["a", "b"], "price": ["3.5", 10]}), file="f.csv", columns=price)
+    assert list(out["value"]) == [3.5, 10.0] and out["label"].isna().all()
+    with pytest.raises(DataError, match=r"column 'price': row 3: values are not numbers"):
+        conform_user_frame(pd.DataFrame({"text": ["a", "b"], "price": [1, "cheap"]}), file="f.csv", columns=price)
+    with pytest.raises(DataError, match=r"unexpected column \['label'\]"):
+        conform_user_frame(pd.DataFrame({"text": ["a"], "price": [1], "label": ["x"]}), file="f.csv", columns=price)
 
 
 @pytest.mark.parametrize(
     ("frame", "pattern"),
     [
         (pd.DataFrame({"txt": ["a"], "label": ["positive"]}), r"f.csv: column 'text': missing required column"),
-        (pd.DataFrame({"text": ["a"]}), r"needs a 'label' or a 'rating' column"),
+        (pd.DataFrame({"text": ["a"]}), r"needs the task's column 'label' or 'rating'"),
         (pd.DataFrame(columns=["text", "label"]), r"header but no data rows"),
         (
             pd.DataFrame({"text": ["a", "b", "c"], "label": ["positive", "meh", "good"]}),
-            r"column 'label': rows 3, 4: unknown labels \['good', 'meh'\]",
+            r"column 'label': rows 3, 4: unknown labels \['good', 'meh'\] \(allowed: negative, neutral, positive; "
+            r"list them in task.labels or set task.labels: auto\)",
         ),
         (
             pd.DataFrame({"text": ["a", "b"], "rating": ["1.5", "lots"]}),
@@ -57,7 +77,7 @@ def test_conform_user_frame_defaults() -> None:
 )
 def test_conform_user_frame_errors_name_file_column_row(frame: pd.DataFrame, pattern: str) -> None:
     with pytest.raises(DataError, match=pattern):
-        conform_user_frame(frame, file="f.csv", labels=LABELS)
+        conform_user_frame(frame, file="f.csv", columns=SENTIMENT)
 
 
 @pytest.mark.parametrize(

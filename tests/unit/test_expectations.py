@@ -3,37 +3,64 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import tiny_sentences
-from variantlab.config import LabelConfig, ValidationConfig
-from variantlab.core.corpus import RAW_COLUMNS
+from tests.helpers import default_task, raw_sentences
+from variantlab.config import ValidationConfig
 from variantlab.core.expectations import build_suite, validation_view
+from variantlab.core.task import Task
 from variantlab.errors import ConfigError
 from variantlab.io.validation import render_failures, run_suite
 
+DOMAINS = ("tweets", "movie_reviews", "amazon_reviews", "nyt_editorials")
+
 
 def raw_frame(n: int = 90) -> pd.DataFrame:
-    frame = tiny_sentences(n).assign(label=pd.Series([None] * n, dtype="string"))
-    return frame[list(RAW_COLUMNS)]
+    return raw_sentences(n)
 
 
-def validate(frame: pd.DataFrame, **cfg: object):
-    config = ValidationConfig(**cfg)  # type: ignore[arg-type]
-    return run_suite(validation_view(frame, LabelConfig()), build_suite(config))
+def validate(frame: pd.DataFrame, task: Task | None = None, **cfg: object):
+    config = ValidationConfig(**{"domains": DOMAINS, **cfg})  # type: ignore[arg-type]
+    task = task or default_task()
+    return run_suite(validation_view(frame, task), build_suite(config, task))
 
 
 def test_clean_data_passes_every_expectation() -> None:
     report = validate(raw_frame())
     assert report.summary()["success"], render_failures(report, "x")
-    assert report.summary()["evaluated"] == len(build_suite(ValidationConfig()))
+    assert report.summary()["evaluated"] == len(build_suite(ValidationConfig(domains=DOMAINS), default_task()))
 
 
 def test_out_of_range_rating_is_an_error_with_the_row() -> None:
     frame = raw_frame()
-    frame.loc[7, "rating"] = 9.0
+    frame.loc[7, "value"] = 9.0
     report = validate(frame)
-    assert [o.key for o in report.errors] == ["rating_range"]
+    assert [o.key for o in report.errors] == ["value_range"]
     assert report.errors[0].examples[0]["row"] == 7
-    assert "rating_range" in render_failures(report, "raw.parquet")
+    assert "value_range" in render_failures(report, "raw.parquet")
+
+
+def test_a_label_outside_the_task_is_an_error() -> None:
+    frame = raw_frame()
+    frame.loc[5, "label"] = "sarcastic"
+    report = validate(frame)
+    assert "label_set" in [o.key for o in report.errors]
+
+
+def test_each_of_n_labels_gets_its_own_class_floor() -> None:
+    labels = tuple(f"topic{i}" for i in range(8))
+    task = Task("classification", labels=labels)
+    frame = raw_frame(160).assign(label=[labels[i % 8] for i in range(160)], value=float("nan"))
+    assert validate(frame, task, min_class_fraction=0.1).summary()["success"]
+    frame.loc[frame["label"] == "topic3", "label"] = "topic4"
+    assert [o.key for o in validate(frame, task, min_class_fraction=0.1).errors] == ["class_floor_topic3"]
+
+
+def test_a_regression_target_is_checked_for_its_range_and_presence() -> None:
+    task = Task("regression", value_range=(0.0, 10.0))
+    frame = raw_frame().assign(value=[float(i % 10) for i in range(90)], label=pd.NA)
+    assert validate(frame, task).summary()["success"]
+    frame.loc[3, "value"] = 11.0
+    frame.loc[4, "value"] = float("nan")
+    assert {o.key for o in validate(frame, task).errors} == {"value_range", "target_not_null"}
 
 
 def test_duplicates_are_a_warning_by_default_and_an_error_on_request() -> None:
@@ -46,7 +73,7 @@ def test_duplicates_are_a_warning_by_default_and_an_error_on_request() -> None:
 
 
 def test_single_class_breaks_the_class_floor() -> None:
-    frame = raw_frame().assign(rating=2.0)
+    frame = raw_frame().assign(label="positive")
     keys = {o.key for o in validate(frame).errors}
     assert {"class_floor_negative", "class_floor_neutral"} <= keys
 
@@ -61,7 +88,7 @@ def test_unknown_domain_and_null_text() -> None:
 
 def test_unknown_severity_key_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown expectation"):
-        build_suite(ValidationConfig(severity={"nope": "warning"}))
+        build_suite(ValidationConfig(severity={"nope": "warning"}), default_task())
 
 
 def test_the_gx_fingerprint_switch_we_turn_off_still_exists() -> None:

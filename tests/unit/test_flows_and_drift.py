@@ -82,8 +82,8 @@ def test_feedback_rows_train_only_and_never_move_the_test_set() -> None:
         {
             "id": [f"b{i}" for i in range(400)],
             "text": [f"sentence {i} was {words[i % 8]}" for i in range(400)],
-            "rating": [(-2.0, 0.0, 2.0)[i % 3] for i in range(400)],
-            "label": pd.Series([None] * 400, dtype="string"),
+            "value": [(-2.0, 0.0, 2.0)[i % 3] for i in range(400)],
+            "label": pd.Series([("negative", "neutral", "positive")[i % 3] for i in range(400)], dtype="string"),
             "domain": ["tweets"] * 400,
         }
     )
@@ -94,8 +94,8 @@ def test_feedback_rows_train_only_and_never_move_the_test_set() -> None:
     )
     copy_of_test = (
         before.splits["test"]
-        .head(3)[["id", "text", "rating", "domain"]]
-        .assign(id=lambda f: "feedback:x:dup" + f["id"], label=pd.Series([None] * 3, dtype="string"))
+        .head(3)[["id", "text", "value", "label", "domain"]]
+        .assign(id=lambda f: "feedback:x:dup" + f["id"])
     )
     after = prepare_splits(pd.concat([base, feedback, copy_of_test], ignore_index=True), params)
     assert content_hash(after.splits["test"]) == content_hash(before.splits["test"])

@@ -5,18 +5,20 @@ import pytest
 from variantlab.core.leaderboard import build_leaderboard, to_markdown
 from variantlab.core.metrics import classification_metrics, confusion_array, confusion_frame
 from variantlab.core.promotion import Policy, Scored, decide
-from variantlab.core.statistics import metric_codes, paired_comparison
+from variantlab.core.statistics import metric_codes, paired_comparison, paired_regression
+
+SENTIMENT = ("negative", "neutral", "positive")
 
 
 def test_metrics_by_hand() -> None:
     truth = pd.Series(["positive", "positive", "negative", "neutral"])
     pred = pd.Series(["positive", "negative", "negative", "neutral"])
-    m = classification_metrics(truth, pred, pd.Series(["a", "a", "b", "b"]))
+    m = classification_metrics(truth, pred, pd.Series(["a", "a", "b", "b"]), SENTIMENT)
     assert m["accuracy"] == 0.75
     assert m["per_class"]["negative"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
     assert m["per_domain"]["b"]["accuracy"] == 1.0
-    cm = confusion_array(confusion_frame(truth, pred))
+    cm = confusion_array(confusion_frame(truth, pred, SENTIMENT), SENTIMENT)
     assert cm.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
 
 
@@ -47,12 +49,10 @@ def test_fast_macro_f1_matches_sklearn() -> None:
 def test_identical_models_have_a_zero_interval() -> None:
     truth, a, _ = noisy_pair(300, 0.7, 0.7)
     result = paired_comparison(truth, a, a.copy(), k=3, n_bootstrap=200)
-    assert (result.delta, result.ci_low, result.ci_high, result.mcnemar_p) == (0.0, 0.0, 0.0, 1.0)
+    assert (result.delta, result.ci_low, result.ci_high, result.p_value) == (0.0, 0.0, 0.0, 1.0)
 
 
-POLICY = Policy(
-    floor=0.5, min_improvement=0.0, confidence=0.95, max_latency_ms=50, max_model_size_mb=100, max_slice_drop=0.05
-)
+POLICY = Policy(floor=0.5, min_improvement=0.0, max_latency_ms=50, max_model_size_mb=100, max_slice_drop=0.05)
 
 
 def test_first_champion_needs_the_floor_and_guardrails() -> None:
@@ -75,7 +75,7 @@ def test_better_by_noise_only_is_refused() -> None:
 def test_clearly_better_is_promoted() -> None:
     truth, champ, chall = noisy_pair(2000, 0.60, 0.75, seed=4)
     comparison = paired_comparison(truth, champ, chall, k=3, n_bootstrap=1000)
-    assert comparison.ci_low > 0.08 and comparison.mcnemar_p < 1e-6
+    assert comparison.ci_low > 0.08 and comparison.p_value < 1e-6
     decision = decide(scored(0.75, "new"), scored(0.60, "old"), comparison, POLICY)
     assert decision.promote and "beats champion" in decision.reason
 
@@ -128,3 +128,50 @@ def test_first_champion_must_provably_beat_the_baseline() -> None:
     tie = paired_comparison(truth, baseline, best, k=3, n_bootstrap=500)
     refused = decide(scored(0.70), None, tie, POLICY, reference=scored(0.70, run="r0"))
     assert not refused.promote and refused.reason.startswith("not provably better than baseline v")
+
+
+def test_binary_metrics_add_roc_and_pr_auc() -> None:
+    truth = pd.Series(["spam", "ham", "spam", "ham"])
+    pred = pd.Series(["spam", "ham", "ham", "ham"])
+    score = np.array([0.9, 0.2, 0.4, 0.3])
+    m = classification_metrics(
+        truth, pred, pd.Series(["d"] * 4), ("ham", "spam"), positive_score=score, positive_label="spam"
+    )
+    assert m["roc_auc"] == 1.0 and m["pr_auc"] == 1.0
+    assert m["per_class"]["spam"]["recall"] == 0.5
+
+
+def test_regression_metrics_by_hand() -> None:
+    from variantlab.core.metrics import regression_metrics
+
+    m = regression_metrics(pd.Series([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 6.0]), pd.Series(list("aabb")))
+    assert m["mae"] == 0.5 and m["rmse"] == pytest.approx(1.0)
+    assert m["r2"] == pytest.approx(1 - 4 / 5) and m["spearman"] == pytest.approx(1.0)
+    assert m["per_domain"]["a"]["mae"] == 0.0 and m["per_domain"]["b"]["mae"] == 1.0
+
+
+def test_regression_gate_uses_the_absolute_errors() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=800)
+    champion = truth + rng.normal(scale=1.0, size=800)
+    challenger = truth + rng.normal(scale=0.5, size=800)
+    better = paired_regression(truth, champion, challenger, metric="mae", n_bootstrap=300)
+    assert better.test == "wilcoxon" and better.delta > 0.2 and better.ci_low > 0 and better.p_value < 1e-6
+    assert better.wins > better.losses
+    worse = paired_regression(truth, challenger, champion, metric="mae", n_bootstrap=300)
+    assert worse.delta < 0 and worse.ci_high < 0
+    policy = Policy(metric="mae", floor=None, higher_is_better=False)
+    assert decide(scored(0.4), scored(0.8, run="r0"), better, policy).promote
+    assert not decide(scored(0.8), scored(0.4, run="r0"), worse, policy).promote
+    for metric in ("rmse", "r2", "spearman"):
+        assert paired_regression(truth, champion, challenger, metric=metric, n_bootstrap=200).ci_low > 0, metric
+
+
+def test_a_lower_is_better_floor_and_slice_rise() -> None:
+    policy = Policy(metric="mae", floor=1.0, max_slice_drop=0.1, higher_is_better=False)
+    assert decide(scored(0.9), None, None, policy).promote
+    assert "> floor 1.0" in decide(scored(1.2), None, None, policy).reason
+    champion = scored(0.8, run="r0", slices={"domain/a": 0.5})
+    challenger = scored(0.7, slices={"domain/a": 0.7})
+    rising = paired_regression(np.zeros(50), np.ones(50), np.full(50, 0.5), n_bootstrap=100)
+    assert "domain/a rises 0.5000 -> 0.7000" in decide(challenger, champion, rising, policy).reason

@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import tiny_sentences
 from variantlab.config import ModelEntry
 from variantlab.core.baseline import fit_linear_head
+from variantlab.core.task import Task
 from variantlab.core.embeddings import embed_texts, softmax_head
 from variantlab.errors import ConfigError, IntegrityError
 from variantlab.io.zoo import load_encoder, resolve
@@ -52,16 +53,41 @@ def test_linear_head_survives_a_safetensors_round_trip(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 8)).astype(np.float32)
-    y = np.array(["negative", "neutral", "positive"])[rng.integers(0, 3, 120)]
-    weight, bias, classes = fit_linear_head(x, y, C=1.0, max_iter=500, seed=0)
+    y = rng.integers(0, 3, 120)
+    weight, bias = fit_linear_head(x, y, SENTIMENT, C=1.0, max_iter=500, seed=0)
     save_file({"weight": weight, "bias": bias}, str(tmp_path / "head.safetensors"))
     loaded = load_file(str(tmp_path / "head.safetensors"))
     reference = LogisticRegression(C=1.0, max_iter=500, random_state=0).fit(x, y).predict_proba(x)
     np.testing.assert_allclose(softmax_head(x, loaded["weight"], loaded["bias"]), reference, atol=1e-4)
-    assert classes == ["negative", "neutral", "positive"]
+
+
+def test_a_binary_head_gives_the_logistic_probabilities_in_label_order() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from variantlab.core.task import Task
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    y = (x[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int)
+    weight, bias = fit_linear_head(x, y, Task("classification", labels=("no", "yes")), C=1.0, max_iter=500, seed=0)
+    assert weight.shape == (2, 6)
+    reference = LogisticRegression(C=1.0, max_iter=500, random_state=0).fit(x, y).predict_proba(x)
+    np.testing.assert_allclose(softmax_head(x, weight, bias), reference, atol=1e-4)
+
+
+def test_a_regression_head_is_ridge() -> None:
+    from variantlab.core.task import Task
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + 4.0
+    weight, bias = fit_linear_head(x, y, Task("regression"), C=1e6, max_iter=500, seed=0)
+    assert weight.shape == (1, 5) and bias.shape == (1,)
+    np.testing.assert_allclose((x @ weight.T + bias)[:, 0], y, atol=1e-3)
 
 
 PROBES = ["the film was great one", "the day was awful two"]
+SENTIMENT = Task("classification", labels=("negative", "neutral", "positive"))
 
 
 def _fine_tuned_kwargs(
@@ -101,7 +127,7 @@ def _fine_tuned_kwargs(
         classifier, Encoded(tokenizer(PROBES)["input_ids"], np.zeros(2)), batch_size=8, pad_id=0, device="cpu"
     )
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return encoder_model_kwargs(artifacts, data[["text"]].head(2)), expected
+    return encoder_model_kwargs(artifacts, data[["text"]].head(2), SENTIMENT), expected
 
 
 @pytest.mark.parametrize("kind", ["sklearn", "probe", "full", "pruned", "lora"])
@@ -110,7 +136,7 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
     import mlflow
 
     from variantlab.config import TfidfVariant
-    from variantlab.core.baseline import tfidf_logreg
+    from variantlab.core.baseline import tfidf_pipeline
     from variantlab.io.models import encoder_model_kwargs, sklearn_model_kwargs, stage_encoder_artifacts
 
     data = tiny_sentences(90).assign(
@@ -118,21 +144,22 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
     )
     example = data[["text"]].head(2)
     if kind == "sklearn":
-        pipe = tfidf_logreg(TfidfVariant(kind="tfidf-logreg", min_df=1), 0).fit(data[["text"]], data["label"])
-        kwargs = sklearn_model_kwargs(pipe, tmp_path, example)
+        pipe = tfidf_pipeline(TfidfVariant(kind="tfidf-logreg", min_df=1), SENTIMENT, 0)
+        pipe.fit(data[["text"]], data["label"])
+        kwargs = sklearn_model_kwargs(pipe, tmp_path, example, SENTIMENT)
     elif kind == "probe":
         directory, sha = tiny_bert
         model = resolve(ModelEntry(source=f"path:{directory}", sha256=sha), tmp_path)
         tokenizer, encoder = load_encoder(model)
         emb = embed_texts(encoder, tokenizer, data["text"].tolist())
-        weight, bias, classes = fit_linear_head(emb, data["label"].to_numpy(), C=1.0, max_iter=300, seed=0)
+        weight, bias = fit_linear_head(emb, SENTIMENT.y(data), SENTIMENT, C=1.0, max_iter=300, seed=0)
         artifacts = stage_encoder_artifacts(
             tmp_path / "work",
             head={"weight": weight, "bias": bias},
             base=model,
-            meta={"classes": classes, "batch_size": 8, "max_length": 16},
+            meta={"classes": list(SENTIMENT.labels), "batch_size": 8, "max_length": 16},
         )
-        kwargs = encoder_model_kwargs(artifacts, example)
+        kwargs = encoder_model_kwargs(artifacts, example, SENTIMENT)
     else:
         kwargs, expected = _fine_tuned_kwargs(kind, tiny_bert, data, tmp_path)
     mlflow.pyfunc.save_model(path=str(tmp_path / "model"), **kwargs)

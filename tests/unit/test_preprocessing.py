@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, tiny_sentences
-from variantlab.config import load_params
+from tests.helpers import REPO, raw_sentences, tiny_sentences
+from variantlab.config import load_params, parse_params
 from variantlab.core.dataset import prepare_splits
 from variantlab.core.preprocessing import (
     assign_splits,
@@ -10,11 +10,11 @@ from variantlab.core.preprocessing import (
     clean_text,
     content_hash,
     deduplicate,
-    label_from_rating,
     normalise_text,
     stratified_subsample,
 )
-from variantlab.errors import LeakageError
+from variantlab.core.task import apply_label_rule
+from variantlab.errors import DataError, LeakageError
 
 
 def test_clean_and_normalise() -> None:
@@ -23,7 +23,8 @@ def test_clean_and_normalise() -> None:
 
 
 def test_label_thresholds_are_inclusive() -> None:
-    labels = label_from_rating(pd.Series([-0.5, -0.49, 0.49, 0.5, float("nan")]), -0.5, 0.5)
+    rule = load_params(REPO / "params.yaml").task.label_rule
+    labels = apply_label_rule(pd.Series([-0.5, -0.49, 0.49, 0.5, float("nan")]), rule)
     assert labels.tolist()[:4] == ["negative", "neutral", "neutral", "positive"]
     assert pd.isna(labels.iloc[4])
 
@@ -33,7 +34,7 @@ def test_deduplicate_exact_then_normalised() -> None:
         {
             "id": list("abcde"),
             "text": ["Good!", "Good!", "good", "other", "!!!"],
-            "rating": [1.0] * 5,
+            "value": [1.0] * 5,
             "label": [None] * 5,
             "domain": ["tweets"] * 5,
         }
@@ -70,7 +71,8 @@ def test_content_hash_ignores_row_order() -> None:
 
 
 def test_stratified_subsample_keeps_proportions() -> None:
-    frame = pd.DataFrame({"id": [str(i) for i in range(1000)], "label": ["a"] * 800 + ["b"] * 200, "domain": "d"})
+    labels = ["a"] * 800 + ["b"] * 200
+    frame = pd.DataFrame({"id": [str(i) for i in range(1000)], "label": labels, "stratum": labels, "domain": "d"})
     picked = stratified_subsample(frame, 100, seed=1)
     assert len(picked) == 100
     assert picked["label"].value_counts().to_dict() == {"a": 80, "b": 20}
@@ -78,9 +80,49 @@ def test_stratified_subsample_keeps_proportions() -> None:
 
 def test_prepare_splits_disjoint_and_complete() -> None:
     params = load_params(REPO / "params.yaml")
-    raw = tiny_sentences(400).assign(label=pd.Series([None] * 400, dtype="string"))
+    raw = raw_sentences(400)
     prepared = prepare_splits(raw, params)
     ids = [set(part["id"]) for part in prepared.splits.values()]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     assert sum(prepared.stats["available"].values()) == prepared.stats["rows_after_dedup"] == 400
     assert prepared.stats["test_sha256"] == content_hash(prepared.splits["test"])
+
+
+def _params_with(task: dict) -> object:
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["task"] = task
+    raw["promotion"]["metric"] = None  # the task's own default
+    raw["split"].update({"train_subsample": None, "val_subsample": None, "holdout_domains": []})
+    return parse_params(raw)
+
+
+def test_auto_labels_are_frozen_sorted_from_the_data() -> None:
+    params = _params_with({"kind": "classification", "labels": "auto"})
+    raw = raw_sentences(400).assign(label=[("zebra", "apple", "mango", "kiwi")[i % 4] for i in range(400)])
+    prepared = prepare_splits(raw, params)
+    assert prepared.task.labels == ("apple", "kiwi", "mango", "zebra")
+    assert list(prepared.stats["task"]["labels"]) == ["apple", "kiwi", "mango", "zebra"]
+
+
+def test_auto_labels_on_one_class_is_refused() -> None:
+    params = _params_with({"kind": "classification", "labels": "auto"})
+    with pytest.raises(DataError, match=r"task.labels is auto but the data holds 1 label\(s\) \['only'\]"):
+        prepare_splits(raw_sentences(100).assign(label="only"), params)
+
+
+def test_a_class_too_small_for_every_split_is_named() -> None:
+    params = _params_with({"kind": "classification", "labels": "auto"})
+    raw = raw_sentences(400).assign(label=["big"] * 399 + ["rare"])
+    with pytest.raises(DataError, match=r"column 'label'.*'rare' \(train \d, val \d, test \d\) too few"):
+        prepare_splits(raw, params)
+
+
+def test_regression_stratifies_by_target_bins() -> None:
+    params = _params_with({"kind": "regression", "target_column": "rating", "strata": 4})
+    raw = raw_sentences(400).assign(label=pd.NA)
+    prepared = prepare_splits(raw, params)
+    train = prepared.splits["train"]
+    assert prepared.task.kind == "regression" and train["label"].isna().all()
+    assert sorted(train["stratum"].unique()) == ["0", "1", "2", "3"]  # quartiles of the target

@@ -87,7 +87,9 @@ def stratified_subsample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.Da
 
 def content_hash(frame: pd.DataFrame) -> str:
     """sha256 of a split's content (id, text, label or target), independent of row order and file format."""
-    target = frame["label"].where(frame["label"].notna(), frame["value"].astype(str))
+    target = frame["label"]
+    if "value" in frame:  # regression: the target is the number
+        target = target.where(target.notna(), frame["value"].astype(str))
     rows = sorted(zip(frame["id"], frame["text"], target, strict=True))
     digest = hashlib.sha256()
     for row in rows:
