@@ -28,15 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def sentences(n: int, seed: int) -> tuple[list[str], np.ndarray]:
     """n real VADER sentences with labels, fetched and parsed exactly as the ingest stage does."""
     from variantlab.config import load_params
-    from variantlab.core.preprocessing import clean_text, label_from_rating
+    from variantlab.core.preprocessing import clean_text
+    from variantlab.core.task import resolve_task, with_labels
     from variantlab.io.sources import fetch_vader_sdist, read_vader
 
     params = load_params(ROOT / "params.yaml")
-    raw = read_vader(fetch_vader_sdist(params.data.vader), params.data.vader.member)
+    raw = with_labels(read_vader(fetch_vader_sdist(params.data.vader), params.data.vader.member), params)
     raw = raw.sample(n=n, random_state=seed)
-    labels = label_from_rating(raw["rating"], params.labels.negative_max, params.labels.positive_min)
-    codes = labels.map({"negative": 0, "neutral": 1, "positive": 2}).to_numpy(dtype=np.int64)
-    return [clean_text(t) for t in raw["text"]], codes
+    return [clean_text(t) for t in raw["text"]], resolve_task(params).codes(raw["label"])
 
 
 def run_ours(model_dir: Path, ids: list[list[int]], labels: np.ndarray, a: argparse.Namespace) -> dict[str, Any]:

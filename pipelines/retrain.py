@@ -28,8 +28,8 @@ from variantlab import paths
 from variantlab.config import load_params
 from variantlab.console import TRANSIENT_EXIT
 from variantlab.io import dvc
-from variantlab.proc import warm
 from variantlab.io.tracking import pipeline_run, record_reused, tracking_uri
+from variantlab.proc import warm
 
 RETRIES = int(os.environ.get("VARIANTLAB_STAGE_RETRIES", "3"))
 RETRY_BASE_S = float(os.environ.get("VARIANTLAB_RETRY_BASE_S", "10"))  # 10 s, 20 s, 40 s

@@ -1,4 +1,4 @@
-"""Seventeen bad inputs through `variantlab run`: each ends with one clear line, a non-zero exit, and nothing
+"""Twenty-three bad inputs through `variantlab run`: each ends with one clear line, a non-zero exit, and nothing
 written by the failing stage or after it, nothing registered, nothing promoted.
 
 The last line of stderr is the user's answer: ``variantlab run: error: <stage> failed: <file>: column '<c>':
@@ -55,6 +55,19 @@ def with_row(index: int, **values: Any) -> Callable[[pd.DataFrame], pd.DataFrame
         return frame
 
     return change
+
+
+def both(*mutations: Callable[[Path], None]) -> Callable[[Path], None]:
+    def mutate(project: Path) -> None:
+        for change in mutations:
+            change(project)
+
+    return mutate
+
+
+def regression(params: dict[str, Any]) -> None:
+    params["task"] = {"kind": "regression", "target_column": "rating", "value_range": [-4.0, 4.0]}
+    params["promotion"].update(metric="mae", floor=None)
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,48 @@ CASES: dict[str, Case] = {
     "single-class": Case(
         write_frame(lambda f: f.assign(rating=2.5)), "class_floor_negative: expected at least 10% negative", "validate"
     ),
+    "auto-labels-one-class": Case(
+        both(
+            write_frame(lambda f: f.drop(columns="rating").assign(label="spam")),
+            edit_params(lambda p: p.update(task={"kind": "classification", "labels": "auto"})),
+        ),
+        "task.labels is auto but the data holds 1 label(s) ['spam']: a classifier needs at least 2",
+        "validate",
+    ),
+    "class-too-small-for-every-split": Case(
+        both(
+            write_frame(lambda f: f.drop(columns="rating").assign(label=["ham"] * 149 + ["spam"])),
+            edit_params(
+                lambda p: (
+                    p.update(task={"kind": "classification", "labels": "auto"}),
+                    p["validation"].update(min_class_fraction=0.0),
+                )
+            ),
+        ),
+        "column 'label': class(es) 'spam' (train 1, val 0, test 0) too few to appear in every split",
+        "prepare",
+    ),
+    "regression-target-not-a-number": Case(
+        both(write_frame(with_row(4, rating="high")), edit_params(regression)),
+        f"{SOURCE}: column 'rating': row 6: values are not numbers",
+        "ingest",
+    ),
+    "regression-target-out-of-range": Case(
+        both(write_frame(with_row(5, rating=9.0)), edit_params(regression)),
+        "rating_range: expected rating within [-4, 4] (row 5, id 't5'",
+        "validate",
+    ),
+    "option-that-does-not-fit-the-task": Case(
+        edit_params(lambda p: (regression(p), p["variants"]["tfidf-logreg"].update(class_weight="balanced"))),
+        "params.yaml: <top>: Value error, variants.tfidf-logreg.class_weight is for classification; this task is a "
+        "regression",
+        None,
+    ),
+    "metric-that-does-not-fit-the-task": Case(
+        edit_params(lambda p: (regression(p), p["promotion"].update(metric="macro_f1"))),
+        "promotion.metric 'macro_f1' does not fit a regression task (allowed: mae, rmse, r2, spearman)",
+        None,
+    ),
     "unknown-variant-kind": Case(
         edit_params(lambda p: p["variants"]["tfidf-logreg"].update(kind="xgboost")),
         "params.yaml: variants.tfidf-logreg: unknown kind 'xgboost' (allowed: tfidf-logreg, probe, full, lora, pruned)",
@@ -157,6 +212,7 @@ LATER_OUTPUTS = {
     None: ["data/raw", "metrics", "reports", "data/prepared", "models"],
     "ingest": ["data/raw", "metrics", "reports", "data/prepared", "models"],
     "validate": ["reports/validation.json", "metrics/validate.json", "data/prepared", "models"],
+    "prepare": ["data/prepared", "metrics/prepare.json", "models", "metrics/train"],
     "train": [
         "models/tiny-probe",
         "metrics/train/tiny-probe.json",

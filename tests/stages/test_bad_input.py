@@ -80,4 +80,4 @@ def test_user_parquet_with_labels_ingests(project: Path) -> None:
     done = run(project, "-m", "variantlab.stages.ingest")
     assert done.returncode == 0, done.stderr
     raw = pd.read_parquet(project / "data/raw/sentences.parquet")
-    assert raw["label"].tolist() == ["positive", "negative"] and set(raw["domain"]) == {"user"}
+    assert raw["label"].tolist() == ["positive", "negative"] and set(raw["domain"]) == {"all"}

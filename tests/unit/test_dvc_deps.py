@@ -37,7 +37,7 @@ def imported_modules(name: str) -> set[str]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
                 if base.startswith("variantlab"):
                     todo.append(base)
                     todo += [f"{base}.{a.name}" for a in node.names]  # `from variantlab.io import registry`

@@ -33,9 +33,9 @@ def test_out_of_range_rating_is_an_error_with_the_row() -> None:
     frame = raw_frame()
     frame.loc[7, "value"] = 9.0
     report = validate(frame)
-    assert [o.key for o in report.errors] == ["value_range"]
+    assert [o.key for o in report.errors] == ["rating_range"]  # the user's column, not the internal one
     assert report.errors[0].examples[0]["row"] == 7
-    assert "value_range" in render_failures(report, "raw.parquet")
+    assert "rating_range: expected rating within [-4, 4]" in render_failures(report, "raw.parquet")
 
 
 def test_a_label_outside_the_task_is_an_error() -> None:
@@ -55,12 +55,12 @@ def test_each_of_n_labels_gets_its_own_class_floor() -> None:
 
 
 def test_a_regression_target_is_checked_for_its_range_and_presence() -> None:
-    task = Task("regression", value_range=(0.0, 10.0))
+    task = Task("regression", value_range=(0.0, 10.0), value_column="price")
     frame = raw_frame().assign(value=[float(i % 10) for i in range(90)], label=pd.NA)
     assert validate(frame, task).summary()["success"]
     frame.loc[3, "value"] = 11.0
     frame.loc[4, "value"] = float("nan")
-    assert {o.key for o in validate(frame, task).errors} == {"value_range", "target_not_null"}
+    assert {o.key for o in validate(frame, task).errors} == {"price_range", "target_not_null"}
 
 
 def test_duplicates_are_a_warning_by_default_and_an_error_on_request() -> None:

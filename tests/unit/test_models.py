@@ -13,8 +13,8 @@ import pytest
 from tests.helpers import tiny_sentences
 from variantlab.config import ModelEntry
 from variantlab.core.baseline import fit_linear_head
-from variantlab.core.task import Task
 from variantlab.core.embeddings import embed_texts, softmax_head
+from variantlab.core.task import Task
 from variantlab.errors import ConfigError, IntegrityError
 from variantlab.io.zoo import load_encoder, resolve
 

@@ -38,6 +38,9 @@ def validation_view(raw: pd.DataFrame, task: Task) -> pd.DataFrame:
     for column in ("id", "text", "domain", "label"):
         if column in view:
             view[column] = view[column].astype(object).where(view[column].notna(), None)
+    # The numeric column under the user's own name, so a failure names the column of their file.
+    if _value_name(task) != "value":
+        view = view.rename(columns={"value": _value_name(task)})
     if task.is_classification:
         view["target"] = view["label"]
         for name in task.labels:
@@ -47,20 +50,26 @@ def validation_view(raw: pd.DataFrame, task: Task) -> pd.DataFrame:
     return view
 
 
+def _value_name(task: Task) -> str:
+    return task.value_column if task.value_column not in (*RAW_COLUMNS, "target") else "value"
+
+
 def view_columns(task: Task) -> list[str]:
-    return [*RAW_COLUMNS, "target", *(_indicator(n) for n in task.labels)]
+    raw = [_value_name(task) if c == "value" else c for c in RAW_COLUMNS]
+    return [*raw, "target", *(_indicator(n) for n in task.labels)]
 
 
 def _target_specs(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:
     specs = []
     if task.value_range is not None:
         low, high = task.value_range
+        column = _value_name(task)
         specs.append(
             ExpectationSpec(
-                "value_range",
+                f"{column}_range",
                 "ExpectColumnValuesToBeBetween",
-                {"column": "value", "min_value": low, "max_value": high},
-                description=f"{'target' if not task.is_classification else 'value'} within [{low:g}, {high:g}]",
+                {"column": column, "min_value": low, "max_value": high},
+                description=f"{column} within [{low:g}, {high:g}]",
             )
         )
     if not task.is_classification:

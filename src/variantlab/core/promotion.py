@@ -112,6 +112,8 @@ def decide(
     if champion is None:
         op, bad = (">=", "<") if policy.higher_is_better else ("<=", ">")
         evidence = f"no champion yet and {metric} {challenger.score:.4f} {op} floor {policy.floor}"
+        if policy.floor is None:
+            evidence = f"no champion yet ({metric} {challenger.score:.4f}; no floor declared)"
         if not policy.reaches_floor(challenger.score):
             failures.insert(0, f"no champion yet but {metric} {challenger.score:.4f} {bad} floor {policy.floor}")
         if reference is not None and comparison is not None:

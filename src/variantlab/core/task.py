@@ -34,6 +34,7 @@ class Task:
     labels: tuple[str, ...] = ()  # classification: the fixed, ordered label set
     positive_label: str | None = None  # binary tasks
     value_range: tuple[float, float] | None = None
+    value_column: str = "value"  # the user's name of the numeric column (regression target or label rule's)
     strata: int = 5
     invariance: bool = True
     polarity: tuple[str, str] | None = None  # (positive, negative): negation must move one to the other
@@ -134,6 +135,7 @@ def resolve_task(params: Params, labels_seen: pd.Series | None = None, *, file: 
         return Task(
             "regression",
             value_range=spec.value_range,
+            value_column=spec.target_column,
             strata=spec.strata,
             invariance=behaviour.invariance,
         )
@@ -168,6 +170,7 @@ def resolve_task(params: Params, labels_seen: pd.Series | None = None, *, file: 
         labels=labels,
         positive_label=positive,
         value_range=spec.value_range,
+        value_column=spec.label_rule.column if spec.label_rule else "value",
         invariance=behaviour.invariance,
         polarity=polarity,
         rule=spec.label_rule.model_dump() if spec.label_rule else None,

@@ -54,7 +54,8 @@ def run(ctx: StageContext) -> int:
         )
         write_json(ctx.path(paths.stage_metrics("prepare")), {**stats, "mlflow_run_id": run.info.run_id})
     info(
-        f"prepare: {prepared.task.describe()}; train {stats['rows']['train']}, val {stats['rows']['val']}, test {stats['rows']['test']} "
+        f"prepare: {prepared.task.describe()}; "
+        f"train {stats['rows']['train']}, val {stats['rows']['val']}, test {stats['rows']['test']} "
         f"(dropped {stats['exact_duplicates']} exact + {stats['normalised_duplicates']} normalised duplicates, "
         f"{stats['texts_without_words']} without words); "
         f"test sha256 {stats['test_sha256'][:12]}"
