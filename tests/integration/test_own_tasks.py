@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pytest
 import yaml
 
 from tests.helpers import REPO, registry, run, tiny_project, tiny_sentences
 
 sys.path.insert(0, str(REPO / "examples" / "multiclass-topics"))
-from make_topics import TOPICS, write_topics  # noqa: E402
+from make_topics import TOPICS, write_topics
 
 
 def own_project(tmp_path: Path, tiny_bert: tuple[Path, str], data: pd.DataFrame, task: dict[str, Any], **extra: Any):
