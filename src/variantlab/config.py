@@ -136,7 +136,8 @@ class ValidationConfig(Strict):
     text_max_chars: int = Field(5000, ge=1)
     domains: tuple[str, ...] | None = None  # the allowed domains; null: any (data without a domain is one slice)
     max_duplicate_fraction: float = Field(0.02, ge=0, le=1)
-    min_class_fraction: float = Field(0.1, ge=0, le=1)  # classification: the floor of every class
+    # classification: the floor of every class; null: a quarter of an even share (1 / (4 x labels))
+    min_class_fraction: float | None = Field(None, ge=0, le=1)
     severity: dict[str, Severity] = Field(default_factory=dict)
 
 

@@ -140,3 +140,37 @@ def test_transient_failures_are_retried_with_backoff_and_data_errors_are_not(
     assert state == "FAILED" and "StageFailed" in message and "TransientStageError" not in message
     assert "column 'rating'" in message and "exit 2" in message
     assert attempts(task_run) == 1
+
+
+def test_the_flow_runs_a_users_own_task(harness: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight topics with labels: auto, through the Prefect flow: the champion answers the user's labels."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+    import yaml
+
+    from pipelines.retrain import retrain
+    from tests.helpers import REPO
+
+    sys.path.insert(0, str(REPO / "examples" / "multiclass-topics"))
+    from make_topics import TOPICS, write_topics
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project = tiny_project(tmp_path / "p", data=pd.read_csv(write_topics(tmp_path / "topics.csv", 400)))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["project"]["name"] = "topics"
+    params["task"] = {"kind": "classification", "label_column": "topic", "labels": "auto"}
+    params["validation"].update(domains=None, min_class_fraction=0.05)
+    params["split"]["holdout_domains"] = []
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+
+    state = retrain(root=str(project), return_state=True)
+    assert state.is_completed(), state.message
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/variantlab-topics@champion")
+    answers = model.predict(pd.DataFrame({"text": ["The marathon was in the news again today."]}))
+    assert list(answers) == ["sport"]
+    proba = model.predict(pd.DataFrame({"text": ["a pension"]}), params={"output": "proba"})
+    assert list(proba.columns) == sorted(TOPICS)

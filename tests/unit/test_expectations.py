@@ -98,3 +98,11 @@ def test_the_gx_fingerprint_switch_we_turn_off_still_exists() -> None:
     assert isinstance(pandas_execution_engine.HASH_THRESHOLD, int | float)
     source = Path(pandas_execution_engine.__file__).read_text()
     assert "< HASH_THRESHOLD:" in source and "pandas_data_fingerprint" in source
+
+
+def test_a_class_floor_no_data_could_pass_is_a_config_error() -> None:
+    twenty = Task("classification", labels=tuple(f"l{i}" for i in range(20)))
+    with pytest.raises(ConfigError, match=r"min_class_fraction 0.1 x 20 labels is more than the whole data"):
+        build_suite(ValidationConfig(min_class_fraction=0.1), twenty)
+    floors = [s for s in build_suite(ValidationConfig(), twenty) if s.key.startswith("class_floor_")]
+    assert len(floors) == 20 and {s.kwargs["min_value"] for s in floors} == {1 / 80}  # a quarter of 5%

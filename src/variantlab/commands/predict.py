@@ -1,6 +1,7 @@
 """``variantlab predict``: batch predictions from any MLflow model URI for a CSV or Parquet file.
 
-The output holds the input's columns plus ``predicted`` (and ``p_<class>`` with ``--proba``); it is written
+The output holds the input's columns plus ``predicted`` (the model's own labels, or numbers for a regression
+task; and ``p_<label>`` per label with ``--proba``); it is written
 to a temporary sibling and renamed, so an interrupted run leaves no partial file.
 """
 
@@ -57,6 +58,8 @@ def predict_file(
         for start in range(0, len(frame), batch_size):
             chunk = pd.DataFrame({"text": texts.iloc[start : start + batch_size].astype(str).to_numpy()})
             out = model.predict(chunk, params=params)
+            if proba and not isinstance(out, pd.DataFrame):
+                raise DataError(f"--proba needs a classifier; {model_uri} answers numbers (a regression task)")
             if proba:
                 probabilities.append(out)
                 labels.extend(out.columns.to_numpy()[out.to_numpy().argmax(axis=1)].astype(str))

@@ -82,6 +82,13 @@ def _target_specs(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:
             ),
             *specs,
         ]
+    floor = cfg.min_class_fraction if cfg.min_class_fraction is not None else 1 / (4 * len(task.labels))
+    if floor * len(task.labels) > 1:
+        raise ConfigError(
+            f"validation.min_class_fraction {floor:g} x {len(task.labels)} labels is more than the whole data: "
+            "lower it, or set it to null (a quarter of an even share)",
+            file="params.yaml",
+        )
     return [
         *specs,
         ExpectationSpec(
@@ -94,8 +101,8 @@ def _target_specs(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:
             ExpectationSpec(
                 f"class_floor_{name}",
                 "ExpectColumnMeanToBeBetween",
-                {"column": _indicator(name), "min_value": cfg.min_class_fraction},
-                description=f"at least {cfg.min_class_fraction:.0%} {name}",
+                {"column": _indicator(name), "min_value": floor},
+                description=f"at least {floor:.0%} {name}",
             )
             for name in task.labels
         ),

@@ -76,6 +76,7 @@ def _example(train: Any) -> Any:
 class TfidfKind:
     cfg: TfidfVariant
     ctx: StageContext
+    resume: bool = False  # nothing to resume: it trains in seconds
 
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
         from variantlab.core.baseline import tfidf_pipeline
@@ -94,6 +95,7 @@ class TfidfKind:
 class ProbeKind:
     cfg: ProbeVariant
     ctx: StageContext
+    resume: bool = False  # the embedding cache is what survives a crash
 
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
         from variantlab.core.baseline import fit_linear_head
@@ -314,13 +316,19 @@ class FinetuneKind:
         return Fitted(encoder_model_kwargs(artifacts, _example(train), task), stats)
 
 
+KINDS: dict[str, Any] = {
+    "tfidf-logreg": TfidfKind,
+    "probe": ProbeKind,
+    "full": FinetuneKind,
+    "lora": FinetuneKind,
+    "pruned": FinetuneKind,
+}
+
+
 def kind_for(cfg: Variant, ctx: StageContext, *, resume: bool = False) -> VariantKind:
-    """The configured kind's object: the discriminated config picks it, no isinstance chain."""
-    if cfg.kind == "tfidf-logreg":
-        return TfidfKind(cfg, ctx)
-    if cfg.kind == "probe":
-        return ProbeKind(cfg, ctx)
-    return FinetuneKind(cfg, ctx, resume)
+    """The configured kind's object: the discriminated config's ``kind`` picks it."""
+    kind = KINDS[cfg.kind]
+    return kind(cfg, ctx, resume)
 
 
 def _peak_rss_mb() -> float:
