@@ -36,7 +36,7 @@ run: setup  ## run the whole pipeline (dvc repro under one MLflow parent run), p
 test: setup  ## the default suite, under 20 minutes (prints the 25 slowest tests); .ci/run runs it, then test-slow
 	$(BIN)/python -m pytest -m "not slow" --durations=25
 
-test-slow: setup  ## the long tests (crashes and signals, kill -9 mid-training + resume, promotions racing); .ci/run runs them too
+test-slow: setup  ## the long tests (crashes and signals, kill -9 mid-training + resume, promotions racing, own-task runs); .ci/run runs them too
 	$(BIN)/python -m pytest -m slow --durations=10
 
 test-fast: setup  ## everything but the end-to-end run of the default pipeline

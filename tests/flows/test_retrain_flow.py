@@ -142,6 +142,7 @@ def test_transient_failures_are_retried_with_backoff_and_data_errors_are_not(
     assert attempts(task_run) == 1
 
 
+@pytest.mark.slow
 def test_the_flow_runs_a_users_own_task(harness: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Eight topics with labels: auto, through the Prefect flow: the champion answers the user's labels."""
     import subprocess

@@ -1,6 +1,7 @@
 """A user's own task end to end through `variantlab run`: eight topics (labels: auto), a binary task, and a
-regression. Each ends with a champion registered as variantlab-<project.name> that `variantlab predict` and
-MLflow's pyfunc answer with the task's own labels (or numbers)."""
+regression (the last two in `make test-slow`). Each ends with a champion registered as
+variantlab-<project.name> that `variantlab predict` and MLflow's pyfunc answer with the task's own labels
+(or numbers)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import yaml
 
 from tests.helpers import REPO, registry, run, tiny_project, tiny_sentences
@@ -73,6 +75,7 @@ def test_eight_topics_with_auto_labels(tmp_path: Path, tiny_bert: tuple[Path, st
     assert {f"f1_{t}" for t in TOPICS} <= set(board.columns) and "macro_f1@all" in board.columns
 
 
+@pytest.mark.slow
 def test_a_binary_task_reports_roc_and_pr_auc(tmp_path: Path, tiny_bert: tuple[Path, str]) -> None:
     data = tiny_sentences(240)
     data = data[data["rating"].abs() > 1].reset_index(drop=True)  # clearly polar: a binary task
@@ -94,6 +97,7 @@ def test_a_binary_task_reports_roc_and_pr_auc(tmp_path: Path, tiny_bert: tuple[P
     ]
 
 
+@pytest.mark.slow
 def test_a_regression_task_end_to_end(tmp_path: Path, tiny_bert: tuple[Path, str]) -> None:
     task = {"kind": "regression", "target_column": "rating", "value_range": [-4.0, 4.0]}
     project = own_project(tmp_path, tiny_bert, tiny_sentences(240), task, project={"name": "rating"})
