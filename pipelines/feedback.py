@@ -31,14 +31,12 @@ def read_new_data(path: Path, params: Params) -> Any:
 
 def project_task(root: Path, params: Params, frame: Any) -> Any:
     """The task the champion's data was prepared for (label set frozen), or the params' task on this frame."""
-    from variantlab.core.task import Task, resolve_task
+    from variantlab.core.task import resolve_task
+    from variantlab.stages.context import StageContext
 
-    frozen = root / paths.TASK
-    if frozen.is_file():
-        import json
-
-        return Task.from_json(json.loads(frozen.read_text(encoding="utf-8")))
-    return resolve_task(params, frame["label"], file=str(frozen))
+    if (root / paths.TASK).is_file():
+        return StageContext(root, params).task()
+    return resolve_task(params, frame["label"], file=str(paths.TASK))
 
 
 @task(name="validate-new-data", task_run_name="validate-new-data")
