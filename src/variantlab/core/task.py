@@ -54,9 +54,9 @@ class Task:
         return len(self.labels) if self.is_classification else 1
 
     @property
-    def val_metric(self) -> str:
-        """What the training loop's best epoch (and a search's trial) is chosen by, on the validation split."""
-        return "macro_f1" if self.is_classification else "mae"
+    def target(self) -> str:
+        """The column of a split that holds what the models learn: ``label``, or ``value`` for regression."""
+        return "label" if self.is_classification else "value"
 
     def describe(self) -> str:
         if self.is_classification:

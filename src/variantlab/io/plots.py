@@ -120,3 +120,14 @@ def residual_png(truth: np.ndarray, pred: np.ndarray, title: str, out: Path) -> 
     right.set_ylabel("residual (predicted - true)")
     fig.suptitle(title, fontsize=10)
     _save(fig, out)
+
+
+def error_by_bin_png(table: Any, title: str, out: Path) -> None:
+    """Regression's counterpart of the reliability plot: mean absolute error per decile of the prediction."""
+    fig, ax = _pyplot().subplots(figsize=(4.6, 4), dpi=120)
+    ax.bar(table["predicted"], table["abs_error"], width=0.8 * float(table["predicted"].diff().median() or 1.0))
+    ax.set_xlabel("mean prediction of the decile")
+    ax.set_ylabel("mean absolute error")
+    ax.set_title(f"{title}: error by prediction decile", fontsize=10)
+    ax.grid(alpha=0.3)
+    _save(fig, out)

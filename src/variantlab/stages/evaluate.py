@@ -107,7 +107,7 @@ def _score_regression(ctx: StageContext, task: Task, model: Any, test: Any) -> S
 
     from variantlab.core.metrics import regression_metrics
     from variantlab.io.files import write_csv
-    from variantlab.io.plots import residual_png
+    from variantlab.io.plots import error_by_bin_png, residual_png
 
     variant = str(ctx.variant)
     with timing.compute():
@@ -123,14 +123,15 @@ def _score_regression(ctx: StageContext, task: Task, model: Any, test: Any) -> S
     write_csv(ctx.path(paths.confusion_csv(variant)), pd.DataFrame({"actual": truth, "predicted": pred.to_numpy()}))
     # No calibration for a number: the reliability slot holds the absolute error by decile of the prediction.
     deciles = pd.qcut(pred.rank(method="first"), min(10, len(pred)), labels=False)
-    table = pd.DataFrame({"bin": deciles, "predicted": pred, "abs_error": (pred - truth).abs()})
-    write_csv(ctx.path(paths.reliability_csv(variant)), table.groupby("bin", as_index=False).mean())
-    residual_png(truth, pred.to_numpy(), f"{variant}: residuals", ctx.path(paths.reliability_png(variant)))
+    rows = pd.DataFrame({"bin": deciles, "predicted": pred, "abs_error": (pred - truth).abs()})
+    table = rows.groupby("bin", as_index=False).mean()
+    write_csv(ctx.path(paths.reliability_csv(variant)), table)
+    error_by_bin_png(table, variant, ctx.path(paths.reliability_png(variant)))
     logged: dict[str, float] = {key: metrics[key] for key in ("mae", "rmse", "r2", "spearman")}
     for name, row in metrics["per_domain"].items():
         logged |= {f"{k}.{name}": row[k] for k in ("mae", "rmse")}
     columns = {"error": (pred - truth).to_numpy()}
-    return Scoring(metrics, pred, columns, logged, [paths.confusion_png(variant)])
+    return Scoring(metrics, pred, columns, logged, [paths.confusion_png(variant), paths.reliability_png(variant)])
 
 
 SCORERS = {"classification": _score_classification, "regression": _score_regression}
@@ -186,7 +187,7 @@ def run(ctx: StageContext) -> int:
             behaviour, checked = run_checks(
                 lambda batch: model.predict(pd.DataFrame({"text": batch})), cases, tolerance=tolerance
             )
-        truth = test[["id", "domain", "label" if task.is_classification else "value"]]
+        truth = test[["id", "domain", task.target]]
         write_parquet(
             ctx.path(paths.predictions_path(variant)), truth.assign(predicted=scoring.predicted, **scoring.columns)
         )

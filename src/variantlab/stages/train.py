@@ -62,7 +62,7 @@ def _training_frame(cfg: Variant, ctx: StageContext, task: Task) -> Any:
     else:
         extra = read_user_file(cfg.extra_data, ctx.root, ctx.params)
         extra = extra.assign(text=extra["text"].map(clean_text))
-        extra = extra[extra["label" if task.is_classification else "value"].notna()]
+        extra = extra[extra[task.target].notna()]
         extra = extra.assign(stratum=task.strata_of(extra))
     extra = stratified_subsample(extra, cfg.extra_rows, ctx.params.project.seed)
     return pd.concat([train, extra[train.columns.intersection(extra.columns)]], ignore_index=True)
