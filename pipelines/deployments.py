@@ -1,4 +1,4 @@
-"""The two deployments, for ``variantlab serve`` (``flow.serve``-style, no work pool or worker needed).
+"""The deployments, for ``variantlab serve`` (``flow.serve``-style, no work pool or worker needed).
 
 The same deployments for a Prefect server and a process work pool are declared in ``prefect.yaml``
 (``make deploy``, then ``make worker``); keep the two in step (tests/flows check they agree).
@@ -18,6 +18,7 @@ def build_deployments(root: Path, cron: str = NIGHTLY_CRON) -> list[Any]:
 
     from pipelines.feedback import retrain_on_new_data
     from pipelines.retrain import retrain
+    from pipelines.search import search
 
     return [
         retrain.to_deployment(
@@ -31,6 +32,12 @@ def build_deployments(root: Path, cron: str = NIGHTLY_CRON) -> list[Any]:
             name="retrain-on-new-data",
             parameters={"root": str(root)},
             description="Validate a new data file, measure drift, version it, retrain, promote through the gate.",
+            tags=["variantlab"],
+        ),
+        search.to_deployment(
+            name="search-trials",
+            parameters={"root": str(root), "variant": "minilm-lora", "workers": 1},
+            description="Trials of one variant's search; start it on several workers to run trials at once.",
             tags=["variantlab"],
         ),
     ]

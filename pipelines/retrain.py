@@ -157,7 +157,7 @@ def retrain(root: str = ".", variants: list[str] | None = None, profile: str | N
         create_markdown_artifact(
             key="leaderboard",
             markdown=board.read_text(encoding="utf-8"),
-            description="Variants ranked on the frozen test set",
+            description="Variants ranked on the validation split (test-set columns for reporting)",
         )
     promotion = project_root / paths.PROMOTION_REPORT
     if promotion.is_file():

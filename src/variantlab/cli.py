@@ -67,6 +67,30 @@ def _print_summary(root: Path) -> None:
     print("MLflow UI: run `make ui` (or `variantlab ui`) and open http://127.0.0.1:5000")
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from variantlab.commands.search import run_workers
+    from variantlab.config import load_params
+    from variantlab.errors import ConfigError
+    from variantlab.io.tracking import project_root
+
+    root = project_root()
+    params = load_params(root / "params.yaml")
+    if params.variant(args.variant).search is None:
+        raise ConfigError(f"variant '{args.variant}' has no `search:`", file="params.yaml")
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    from variantlab.io import dvc
+
+    prepared = dvc.repro(root, "prepare")  # the workers read the prepared splits
+    if prepared.returncode != 0:
+        raise VariantlabError(prepared.stage_error() or "dvc repro prepare failed; see above")
+    codes = run_workers(root, args.variant, args.workers)
+    if any(codes):
+        raise VariantlabError(f"search workers exited with {codes}; see above")
+    info(f"search@{args.variant}: trials done; `variantlab run` trains the best one and evaluates it")
+    return 0
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from variantlab.config import load_params
     from variantlab.io.sources import fetch_vader_sdist
@@ -266,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="fine-tuning continues from its last checkpoint (after a crash or kill)"
     )
     run.set_defaults(func=_cmd_run)
+    search = sub.add_parser(
+        "search", help="run a variant's search trials in N processes sharing one Optuna study (then: run)"
+    )
+    search.add_argument("variant", help="a variant with `search:` in params.yaml")
+    search.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    search.set_defaults(func=_cmd_search)
     fetch = sub.add_parser("fetch", help="download the default data and check every model's pinned hash")
     fetch.set_defaults(func=_cmd_fetch)
     status = sub.add_parser("status", help="print the leaderboard and the champion")

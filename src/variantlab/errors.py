@@ -59,3 +59,7 @@ class LeakageError(VariantlabError):
 
 class TrackingError(VariantlabError):
     """The MLflow store does not hold what a stage expects (a run, a model, an alias)."""
+
+
+class TrainingError(VariantlabError):
+    """Training produced no model: every trial of a search failed, say."""

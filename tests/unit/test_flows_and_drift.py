@@ -52,7 +52,7 @@ def test_served_deployments_match_prefect_yaml() -> None:
 
     declared = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
     served = {d.name: d for d in build_deployments(REPO)}
-    assert set(served) == set(declared) == {"nightly-retrain", "retrain-on-new-data"}
+    assert set(served) == set(declared) == {"nightly-retrain", "retrain-on-new-data", "search-trials"}
     for name, deployment in served.items():
         assert deployment.entrypoint.replace("\\", "/").endswith(declared[name]["entrypoint"])
     crons = [s["cron"] for s in declared["nightly-retrain"]["schedules"]]

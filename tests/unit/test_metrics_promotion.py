@@ -96,7 +96,7 @@ def test_same_run_is_already_champion_and_test_sets_must_match() -> None:
         decide(scored(0.9, sha="a"), scored(0.5, "o", sha="b"), None, POLICY)
 
 
-def test_leaderboard_ranks_by_metric() -> None:
+def test_leaderboard_ranks_by_validation_not_by_the_test_set() -> None:
     ev = {
         "a": {
             "accuracy": 0.5,
@@ -111,12 +111,21 @@ def test_leaderboard_ranks_by_metric() -> None:
             "per_domain": {"x": {"macro_f1": 0.7}},
         },
     }
-    board = build_leaderboard(ev, {"a": {"kind": "probe"}, "b": {"kind": "tfidf-logreg"}}, "macro_f1")
-    assert board["variant"].tolist() == ["b", "a"]
+    # b is better on the test set, a on validation: a is ranked first (it is the one the gate will test).
+    trains = {"a": {"kind": "probe", "val_macro_f1": 0.65}, "b": {"kind": "tfidf-logreg", "val_macro_f1": 0.6}}
+    board = build_leaderboard(ev, trains, "macro_f1")
+    assert board["variant"].tolist() == ["a", "b"]
     assert board["rank"].tolist() == [1, 2]
     md = to_markdown(board)
-    assert md.splitlines()[2].startswith("| 1 | b | tfidf-logreg | 0.6000 | 0.7000")
-    assert np.isclose(board.loc[0, "macro_f1@x"], 0.7)
+    assert md.splitlines()[0].startswith("| rank | variant | kind | val_macro_f1 | accuracy | macro_f1")
+    assert md.splitlines()[2].startswith("| 1 | a | probe | 0.6500 | 0.5000 | 0.4000")
+    assert np.isclose(board.loc[1, "macro_f1@x"], 0.7)
+    trains["b"] = {"kind": "tfidf-logreg", "val_macro_f1": 0.9}
+    assert build_leaderboard(ev, trains, "macro_f1")["variant"].tolist() == ["b", "a"]
+    lower = build_leaderboard(ev, trains, "macro_f1", higher_is_better=False)
+    assert lower["variant"].tolist() == ["a", "b"]
+    with pytest.raises(ValueError, match="no validation macro_f1 for b"):
+        build_leaderboard(ev, {"a": trains["a"], "b": {"kind": "tfidf-logreg"}}, "macro_f1")
 
 
 def test_first_champion_must_provably_beat_the_baseline() -> None:

@@ -1,4 +1,8 @@
-"""The leaderboard: one row per variant, best first by the promotion metric."""
+"""The leaderboard: one row per variant, best first by the promotion metric on the validation split.
+
+The test-set columns are for reporting: choosing on them and then testing the choice on the same set would
+favour the variant that got lucky on it. The row ranked first is the challenger the gate tests.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def build_leaderboard(
     slice_metric = "macro_f1" if kind == "classification" else "mae"
     for variant, ev in evals.items():
         tr = trains.get(variant, {})
-        row: dict[str, Any] = {"variant": variant, "kind": tr.get("kind")}
+        row: dict[str, Any] = {"variant": variant, "kind": tr.get("kind"), f"val_{metric}": tr.get(f"val_{metric}")}
         row.update({key: ev.get(key) for key in HEADLINE[kind] if key in ev})
         row.update({f"f1_{name}": cls["f1"] for name, cls in ev.get("per_class", {}).items()})
         row.update({f"{slice_metric}@{name}": dom[slice_metric] for name, dom in ev["per_domain"].items()})
@@ -47,7 +51,11 @@ def build_leaderboard(
         row.update({f"behaviour_{name}": check["pass_rate"] for name, check in ev.get("behaviour", {}).items()})
         rows.append(row)
     board = pd.DataFrame(rows)
-    board = board.sort_values([metric, "variant"], ascending=[not higher_is_better, True]).reset_index(drop=True)
+    by = f"val_{metric}"
+    missing = sorted(board.loc[board[by].isna(), "variant"])
+    if missing:
+        raise ValueError(f"no validation {metric} for {', '.join(missing)}: retrain them (dvc repro)")
+    board = board.sort_values([by, "variant"], ascending=[not higher_is_better, True]).reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
 

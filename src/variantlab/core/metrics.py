@@ -82,6 +82,24 @@ def regression_metrics(truth: pd.Series, pred: np.ndarray, domain: pd.Series) ->
     return {**_regression_scores(y_true, y_pred), "n_test": len(y_true), "per_domain": per_domain}
 
 
+def metric_value(metric: str, truth: Any, pred: Any, labels: Sequence[Any] | None = None) -> float:
+    """One headline metric of either task kind: what a search and the choice of challenger compare on validation.
+
+    Classification: ``macro_f1`` or ``accuracy`` over labels (or their codes); regression: ``mae``, ``rmse``,
+    ``r2`` or ``spearman``.
+    """
+    y_true, y_pred = np.asarray(truth), np.asarray(pred)
+    if metric == "accuracy":
+        return float(accuracy_score(y_true, y_pred))
+    if metric == "macro_f1":
+        chosen = list(labels) if labels is not None else None
+        return float(f1_score(y_true, y_pred, labels=chosen, average="macro", zero_division=0))
+    scores = _regression_scores(y_true.astype(np.float64), y_pred.astype(np.float64))
+    if metric not in scores:
+        raise ValueError(f"unknown metric '{metric}'")
+    return scores[metric]
+
+
 def confusion_frame(truth: pd.Series, pred: pd.Series, labels: Sequence[str]) -> pd.DataFrame:
     """Long-form confusion counts (actual, predicted, count) for plots and reports."""
     labels = list(labels)

@@ -42,6 +42,27 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One line of the decision record: what was measured, the limit it is held to, and the verdict.
+
+    ``passed`` is None when the check does not apply (no champion to compare slices with, no limit set)."""
+
+    name: str
+    value: float | None
+    limit: float | None
+    rule: str  # how value and limit compare for a pass: ">=", "<=", ">", "<"
+    passed: bool | None
+    detail: str = ""
+
+
+def _check(name: str, value: float | None, limit: float | None, rule: str, detail: str = "") -> Check:
+    if value is None or limit is None:
+        return Check(name, value, limit, rule, None, detail or "not applicable")
+    ok = {">=": value >= limit, "<=": value <= limit, ">": value > limit, "<": value < limit}[rule]
+    return Check(name, value, limit, rule, bool(ok), detail)
+
+
+@dataclass(frozen=True)
 class Decision:
     promote: bool
     reason: str
@@ -51,25 +72,64 @@ class Decision:
     comparison: PairedComparison | None = None
     failed: list[str] = field(default_factory=list)
     reference: Scored | None = None
+    checks: list[Check] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def guardrail_checks(challenger: Scored, champion: Scored | None, policy: Policy) -> list[tuple[Check, str]]:
+    """Latency, size and every slice, each with the failure message it gives when it fails."""
+    out = [
+        (
+            _check("latency_ms_p50", challenger.latency_ms_p50, policy.max_latency_ms, "<="),
+            f"latency p50 {challenger.latency_ms_p50 or 0:.1f} ms > {policy.max_latency_ms or 0:g} ms",
+        ),
+        (
+            _check("model_size_mb", challenger.model_size_mb, policy.max_model_size_mb, "<="),
+            f"model size {challenger.model_size_mb or 0:.1f} MB > {policy.max_model_size_mb or 0:g} MB",
+        ),
+    ]
+    sign = 1.0 if policy.higher_is_better else -1.0
+    worse = "drops" if policy.higher_is_better else "rises"
+    if champion is None or policy.max_slice_drop is None:
+        why = "no champion to compare with" if champion is None else "promotion.max_slice_drop is null"
+        for name in sorted(challenger.slices):
+            out.append((Check(f"slice:{name}", challenger.slices[name], None, "<=", None, why), ""))
+        return out
+    for name, before in sorted(champion.slices.items()):
+        after = challenger.slices.get(name, 0.0 if policy.higher_is_better else float("inf"))
+        drop = sign * (before - after)
+        check = _check(f"slice:{name}", drop, policy.max_slice_drop, "<=", f"champion {before:.4f} -> {after:.4f}")
+        out.append((check, f"{name} {worse} {before:.4f} -> {after:.4f} (more than {policy.max_slice_drop:g})"))
+    return out
+
+
 def guardrail_failures(challenger: Scored, champion: Scored | None, policy: Policy) -> list[str]:
-    failures = []
-    if policy.max_latency_ms is not None and (challenger.latency_ms_p50 or 0) > policy.max_latency_ms:
-        failures.append(f"latency p50 {challenger.latency_ms_p50:.1f} ms > {policy.max_latency_ms:g} ms")
-    if policy.max_model_size_mb is not None and (challenger.model_size_mb or 0) > policy.max_model_size_mb:
-        failures.append(f"model size {challenger.model_size_mb:.1f} MB > {policy.max_model_size_mb:g} MB")
-    if champion is not None and policy.max_slice_drop is not None:
-        sign = 1.0 if policy.higher_is_better else -1.0
-        for name, before in sorted(champion.slices.items()):
-            after = challenger.slices.get(name, 0.0 if policy.higher_is_better else float("inf"))
-            if sign * (before - after) > policy.max_slice_drop:
-                worse = "drops" if policy.higher_is_better else "rises"
-                failures.append(f"{name} {worse} {before:.4f} -> {after:.4f} (more than {policy.max_slice_drop:g})")
-    return failures
+    return [message for check, message in guardrail_checks(challenger, champion, policy) if check.passed is False]
+
+
+def comparison_checks(comparison: PairedComparison, policy: Policy, against: str) -> list[Check]:
+    """The paired comparison's three conditions: the lower confidence bound, the paired test, more wins."""
+    alpha = 1 - comparison.confidence
+    name = TEST_NAMES.get(comparison.test, comparison.test)
+    return [
+        _check(
+            "confidence_bound",
+            comparison.ci_low,
+            policy.min_improvement,
+            ">",
+            f"lower {comparison.confidence:.0%} bound of the {policy.metric} gain over {against}",
+        ),
+        _check("paired_p_value", comparison.p_value, alpha, "<", f"{name} test against {against}"),
+        _check(
+            "wins_over_losses",
+            float(comparison.wins - comparison.losses),
+            0.0,
+            ">",
+            f"{comparison.wins} texts only the challenger gets right (or closer), {comparison.losses} only {against}",
+        ),
+    ]
 
 
 TEST_NAMES = {"mcnemar": "McNemar", "wilcoxon": "Wilcoxon"}
@@ -107,9 +167,21 @@ def decide(
     Without a champion, ``comparison`` (if given) is against ``reference``, the baseline variant: the first
     champion must clear the floor and provably beat the baseline.
     """
-    failures = guardrail_failures(challenger, champion, policy)
+    guards = guardrail_checks(challenger, champion, policy)
+    failures = [message for check, message in guards if check.passed is False]
+    checks = [check for check, _ in guards]
     metric = policy.metric
     if champion is None:
+        checks.insert(
+            0,
+            _check(
+                "floor",
+                challenger.score,
+                policy.floor,
+                ">=" if policy.higher_is_better else "<=",
+                f"the first champion's {metric}" if policy.floor is not None else "no floor declared",
+            ),
+        )
         op, bad = (">=", "<") if policy.higher_is_better else ("<=", ">")
         evidence = f"no champion yet and {metric} {challenger.score:.4f} {op} floor {policy.floor}"
         if policy.floor is None:
@@ -118,6 +190,7 @@ def decide(
             failures.insert(0, f"no champion yet but {metric} {challenger.score:.4f} {bad} floor {policy.floor}")
         if reference is not None and comparison is not None:
             against = f"baseline {reference.variant}"
+            checks[1:1] = comparison_checks(comparison, policy, against)
             if (why := _not_better(comparison, policy, against)) is not None:
                 failures.insert(0, why)
             evidence += f"; beats {against}: {_interval(comparison, metric)}"
@@ -137,9 +210,12 @@ def decide(
         if comparison is None:
             raise ValueError("a champion needs a paired comparison")
         against = f"champion {champion.variant}"
+        checks[0:0] = comparison_checks(comparison, policy, against)
         if (why := _not_better(comparison, policy, against)) is not None:
             failures.insert(0, why)
         evidence = f"beats {against}: {_interval(comparison, metric)}"
     if failures:
-        return Decision(False, "; ".join(failures), metric, challenger, champion, comparison, failures, reference)
-    return Decision(True, evidence, metric, challenger, champion, comparison, [], reference)
+        return Decision(
+            False, "; ".join(failures), metric, challenger, champion, comparison, failures, reference, checks
+        )
+    return Decision(True, evidence, metric, challenger, champion, comparison, [], reference, checks)

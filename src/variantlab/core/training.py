@@ -44,20 +44,27 @@ class LoopSettings:
     checkpoint_every: int = _DEFAULTS["checkpoint_every"]
     max_steps: int | None = _DEFAULTS["max_steps"]
     objective: str = "classification"  # or "regression": one output, mean squared error
+    metric: str | None = None  # the validation metric (the task's headline): macro_f1 / mae when None
 
     @classmethod
-    def from_variant(cls, cfg: FinetuneVariant, *, seed: int, device: str, objective: str) -> LoopSettings:
-        resolved = {"seed", "device", "objective"}
+    def from_variant(
+        cls, cfg: FinetuneVariant, *, seed: int, device: str, objective: str, metric: str | None = None
+    ) -> LoopSettings:
+        resolved = {"seed", "device", "objective", "metric"}
         shared = {
             f.name: getattr(cfg, f.name)
             for f in fields(cls)
             if f.name in FinetuneVariant.model_fields and f.name not in resolved
         }
-        return cls(**shared, seed=seed, device=device, objective=objective)
+        return cls(**shared, seed=seed, device=device, objective=objective, metric=metric)
 
     @property
     def val_metric(self) -> str:
-        return "macro_f1" if self.objective == "classification" else "mae"
+        return self.metric or ("macro_f1" if self.objective == "classification" else "mae")
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.val_metric not in ("mae", "rmse")
 
 
 @dataclass
@@ -76,7 +83,7 @@ class LoopState:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
-    best_score: float = float("-inf")  # higher is better: macro-F1, or minus the MAE
+    best_score: float = float("-inf")  # higher is better: macro-F1, or minus an error (MAE, RMSE)
     bad_epochs: int = 0
     samples: int = 0
     seconds: float = 0.0
@@ -159,11 +166,16 @@ def predict_logits(model: nn.Module, data: Encoded, *, batch_size: int, pad_id: 
     return out
 
 
-def validation_score(logits: np.ndarray, targets: np.ndarray, objective: str) -> float:
-    """Macro-F1 of the argmax (classification), or the mean absolute error of the one output (regression)."""
+def validation_score(logits: np.ndarray, targets: np.ndarray, objective: str, metric: str | None = None) -> float:
+    """The validation metric of the argmax (classification: macro-F1 by default) or of the one output
+    (regression: MAE by default, in the units of ``targets``)."""
+    from variantlab.core.metrics import metric_value
+
     if objective == "regression":
-        return float(np.mean(np.abs(logits[:, 0] - targets)))
-    return float(f1_score(targets, logits.argmax(1), average="macro"))
+        return metric_value(metric or "mae", targets, logits[:, 0])
+    if metric in (None, "macro_f1"):
+        return float(f1_score(targets, logits.argmax(1), average="macro"))
+    return metric_value(metric, targets, logits.argmax(1))
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -180,9 +192,12 @@ def train_classifier(
     checkpoints: Checkpointer | None = None,
     resume: bool = False,
     on_step: Callable[[LoopState, torch.Tensor], None] | None = None,
+    on_epoch: Callable[[LoopState, float], None] | None = None,
     progress: str | None = None,
 ) -> LoopState:
-    """Train in place; returns the final state. ``on_step(state, loss)`` sees every optimizer step.
+    """Train in place; returns the final state. ``on_step(state, loss)`` sees every optimizer step and
+    ``on_epoch(state, value)`` every epoch's validation value; an exception it raises (a search pruning the
+    trial) stops training and propagates.
 
     ``loss`` is a 0-d tensor on the training device: turning it into a number syncs a GPU, so a callback
     should do that only on the steps it logs.
@@ -280,8 +295,8 @@ def train_classifier(
         state.seconds += time.perf_counter() - started
         with timing.compute():
             val_logits = predict_logits(model, val, batch_size=max(64, s.batch_size), pad_id=pad_id, device=s.device)
-        value = validation_score(val_logits, val.labels, s.objective)
-        score = -value if regression else value  # higher is better, whatever the metric
+        value = validation_score(val_logits, val.labels, s.objective, s.val_metric)
+        score = value if s.higher_is_better else -value  # higher is better, whatever the metric
         state.history.append(
             {
                 "epoch": state.epoch + 1,
@@ -295,6 +310,8 @@ def train_classifier(
         else:
             state.bad_epochs += 1
         checkpoint()
+        if on_epoch is not None:
+            on_epoch(state, value)
         if state.bad_epochs >= s.patience:
             break
     if best is not None:

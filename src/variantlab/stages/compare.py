@@ -32,7 +32,11 @@ def run(ctx: StageContext) -> int:
     metric, task = ctx.params.metric, ctx.task()
     board = build_leaderboard(evals, trains, metric, kind=task.kind, higher_is_better=higher_is_better(metric))
     order = "higher" if higher_is_better(metric) else "lower"
-    markdown = f"# Leaderboard (by {metric}, {order} is better, frozen test set)\n\n{to_markdown(board)}"
+    markdown = (
+        f"# Leaderboard (ranked by validation {metric}, {order} is better)\n\n"
+        f"Ranked on the validation split; the test-set columns are for reporting, and the frozen test set is "
+        f"read again only by the gate, which tests the first row against the champion.\n\n{to_markdown(board)}"
+    )
     with stage_run("compare", root=ctx.root, project=ctx.params.project.name):
         write_csv(ctx.path(paths.LEADERBOARD_CSV), board)
         write_text(ctx.path(paths.LEADERBOARD_MD), markdown)

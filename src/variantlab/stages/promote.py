@@ -202,6 +202,20 @@ def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, deci
     return version.version, moves
 
 
+def selection(board: Any, metric: str) -> dict[str, Any]:
+    """How the challenger was chosen: every variant's validation score (and its test score, for the record)."""
+    by = f"val_{metric}"
+    return {
+        "by": by,
+        "split": "validation",
+        "challenger": str(board.iloc[0]["variant"]),
+        "ranking": [
+            {"variant": str(row["variant"]), by: float(row[by]), f"test_{metric}": float(row[metric])}
+            for _, row in board.iterrows()
+        ],
+    }
+
+
 def _version_of(current: Any) -> str | None:
     return None if current is None else str(current.version)
 
@@ -258,6 +272,16 @@ def run(ctx: StageContext, *, dry: bool = False) -> int:
         comparison = decision.comparison
         report = {
             **decision.to_json(),
+            "selection": selection(board, ctx.params.metric),
+            "multiple_testing": {
+                "hypotheses_tested": 0 if comparison is None else 1,
+                "correction": "none needed",
+                "why": (
+                    "one challenger, the variant ranked first on the validation split, is tested on the frozen "
+                    "test set (against the champion, or with none yet against the baseline); no other variant is "
+                    "tested, so there is no family of tests whose error rate needs a correction such as Holm's"
+                ),
+            },
             "against": "champion" if decision.champion else ("baseline" if decision.reference else "floor"),
             "dry_run": dry,
             "attempts": attempt,

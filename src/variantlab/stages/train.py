@@ -11,7 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +39,15 @@ class Fitted:
 
 class VariantKind(Protocol):
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted: ...
+
+
+# A search's trial passes one of these to a kind: it is called with (epoch, validation value) after each epoch.
+EpochReport = Callable[[int, float], None]
+
+
+def _val_stats(metric: str, value: float) -> dict[str, float]:
+    """The validation score every kind reports: what the search maximises and the challenger is chosen by."""
+    return {f"val_{metric}": round(float(value), 6)}
 
 
 def _training_frame(cfg: Variant, ctx: StageContext, task: Task) -> Any:
@@ -77,17 +86,28 @@ class TfidfKind:
     cfg: TfidfVariant
     ctx: StageContext
     resume: bool = False  # nothing to resume: it trains in seconds
+    report: EpochReport | None = None  # one "epoch": nothing to prune
 
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
         from variantlab.core.baseline import tfidf_pipeline
+        from variantlab.core.metrics import metric_value
         from variantlab.io.models import sklearn_model_kwargs
 
-        target = train["label"].astype(str) if task.is_classification else train["value"].astype(float)
+        def target(frame: Any) -> Any:
+            return frame["label"].astype(str) if task.is_classification else frame["value"].astype(float)
+
+        metric = self.ctx.params.metric
         with timing.compute():
-            pipeline = tfidf_pipeline(self.cfg, task, self.ctx.params.project.seed).fit(train[["text"]], target)
+            pipeline = tfidf_pipeline(self.cfg, task, self.ctx.params.project.seed).fit(train[["text"]], target(train))
+            value = metric_value(metric, target(val), pipeline.predict(val[["text"]]), task.labels or None)
         coef = np.atleast_2d(pipeline.named_steps["classifier"].coef_)
         size = int(coef.size + coef.shape[0])
-        stats = {"trainable_params": size, "total_params": size, "vocabulary": int(coef.shape[1])}
+        stats = {
+            "trainable_params": size,
+            "total_params": size,
+            "vocabulary": int(coef.shape[1]),
+            **_val_stats(metric, value),
+        }
         return Fitted(sklearn_model_kwargs(pipeline, workdir, _example(train), task), stats)
 
 
@@ -96,10 +116,12 @@ class ProbeKind:
     cfg: ProbeVariant
     ctx: StageContext
     resume: bool = False  # the embedding cache is what survives a crash
+    report: EpochReport | None = None  # one "epoch": nothing to prune
 
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
         from variantlab.core.baseline import fit_linear_head
         from variantlab.core.embeddings import embed_texts
+        from variantlab.core.metrics import metric_value
         from variantlab.io.embedding_cache import cache_key, cached_embeddings
         from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
         from variantlab.io.zoo import load_encoder, resolve
@@ -107,20 +129,25 @@ class ProbeKind:
         cfg, ctx = self.cfg, self.ctx
         model = resolve(ctx.params.models[cfg.model], ctx.root)
         tokenizer, encoder = load_encoder(model)
-        texts = train["text"].tolist()
-        key = cache_key(model.entry.sha256, texts, max_length=cfg.max_length, normalize=True)
-        embeddings, hit = cached_embeddings(
-            ctx.path(SCRATCH / "embeddings"),
-            key,
-            lambda: embed_texts(
-                encoder,
-                tokenizer,
-                texts,
-                batch_size=cfg.batch_size,
-                max_length=cfg.max_length,
-                progress=f"embed train ({ctx.variant})",
-            ),
-        )
+
+        def embed(frame: Any, split: str) -> tuple[Any, bool]:
+            texts = frame["text"].tolist()
+            key = cache_key(model.entry.sha256, texts, max_length=cfg.max_length, normalize=True)
+            return cached_embeddings(
+                ctx.path(SCRATCH / "embeddings"),
+                key,
+                lambda: embed_texts(
+                    encoder,
+                    tokenizer,
+                    texts,
+                    batch_size=cfg.batch_size,
+                    max_length=cfg.max_length,
+                    progress=f"embed {split} ({ctx.variant})",
+                ),
+            )
+
+        embeddings, hit = embed(train, "train")
+        val_embeddings, _ = embed(val, "val")
         with timing.compute():
             weight, bias = fit_linear_head(
                 embeddings,
@@ -131,6 +158,10 @@ class ProbeKind:
                 seed=ctx.params.project.seed,
                 class_weight=cfg.class_weight,
             )
+            outputs = val_embeddings @ weight.T + bias
+            guess = outputs.argmax(axis=1) if task.is_classification else outputs[:, 0]
+            labels = list(range(task.num_outputs)) if task.is_classification else None
+            value = metric_value(ctx.params.metric, task.y(val), guess, labels)
         meta = {
             **_output_meta(task),
             "batch_size": cfg.batch_size,
@@ -146,6 +177,7 @@ class ProbeKind:
             "total_params": int(total),
             "base_model": model.entry.source,
             "embedding_cache_hit": hit,
+            **_val_stats(ctx.params.metric, value),
         }
         return Fitted(encoder_model_kwargs(artifacts, _example(train), task), stats)
 
@@ -202,6 +234,7 @@ def _distributed_rank() -> tuple[int, int]:
 
 
 STEP_PAUSE_ENV = "VARIANTLAB_TRAIN_STEP_PAUSE_S"
+TRIAL_PAUSE_ENV = "VARIANTLAB_TRIAL_PAUSE_S"  # fault injection for the search tests: each trial lasts longer
 
 
 @dataclass
@@ -211,6 +244,7 @@ class FinetuneKind:
     cfg: FinetuneVariant
     ctx: StageContext
     resume: bool = False
+    report: EpochReport | None = None  # a search's pruner: may raise optuna.TrialPruned after an epoch
 
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
         import mlflow
@@ -251,7 +285,12 @@ class FinetuneKind:
         device = resolve_device(cfg.device)
         if device == "cuda" and world > 1:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        settings = LoopSettings.from_variant(cfg, seed=ctx.params.project.seed, device=device, objective=task.kind)
+        metric = ctx.params.metric
+        settings = LoopSettings.from_variant(
+            cfg, seed=ctx.params.project.seed, device=device, objective=task.kind, metric=metric
+        )
+        # Regression trains and validates on the standardised target: errors go back to the target's units.
+        unit = std if not task.is_classification and metric in ("mae", "rmse") else 1.0
         store_dir = ctx.path(SCRATCH / "checkpoints" / f"{ctx.variant}-{_fingerprint(cfg, train, settings.seed)}")
         store = DirectoryCheckpointer(store_dir)
         if self.resume and store.exists():
@@ -265,6 +304,14 @@ class FinetuneKind:
             if pause:
                 time.sleep(pause)
 
+        val_key = f"val_{settings.val_metric}"
+
+        def log_epoch(state: Any, value: float) -> None:
+            if rank == 0:
+                mlflow.log_metric(val_key, value * unit, step=state.epoch)
+            if self.report is not None:
+                self.report(state.epoch, value * unit)
+
         state = train_classifier(
             classifier,
             encode(train),
@@ -274,14 +321,14 @@ class FinetuneKind:
             checkpoints=store if cfg.checkpoint_every else None,
             resume=self.resume,
             on_step=log_step,
+            on_epoch=log_epoch,
             progress=f"train {ctx.variant}",
         )
         if store_dir.exists():  # finished: the model is the output now, the checkpoint only takes space
             shutil.rmtree(store_dir)
-        val_key = f"val_{settings.val_metric}"
-        for row in state.history:
-            value = row[val_key] * (std if not task.is_classification else 1.0)  # MAE in the target's units
-            mlflow.log_metrics({"epoch_train_loss": row["train_loss"], val_key: value}, step=int(row["epoch"]))
+        if rank == 0:
+            for row in state.history:
+                mlflow.log_metric("epoch_train_loss", row["train_loss"], step=int(row["epoch"]))
         head = {
             "weight": classifier.head.weight.detach().cpu().numpy(),
             "bias": classifier.head.bias.detach().cpu().numpy(),
@@ -299,14 +346,14 @@ class FinetuneKind:
             workdir, head=head, meta=meta, encoder=classifier.encoder, tokenizer=tokenizer
         )
         trainable, total = count_parameters(classifier)
-        best = state.best_score if task.is_classification else -state.best_score * std
+        best = (state.best_score if settings.higher_is_better else -state.best_score) * unit
         stats = {
             "trainable_params": trainable,
             "total_params": total,
             "base_model": model.entry.source,
             "epochs_run": state.epoch,
             "optimizer_steps": state.step,
-            f"best_val_{settings.val_metric}": best,
+            **_val_stats(metric, best),
             "train_samples_per_s": round(world * state.samples / max(state.seconds, 1e-9), 2),
             "world_size": world,
             "device": device,
@@ -325,18 +372,178 @@ KINDS: dict[str, Any] = {
 }
 
 
-def kind_for(cfg: Variant, ctx: StageContext, *, resume: bool = False) -> VariantKind:
+def kind_for(
+    cfg: Variant, ctx: StageContext, *, resume: bool = False, report: EpochReport | None = None
+) -> VariantKind:
     """The configured kind's object: the discriminated config's ``kind`` picks it."""
     kind = KINDS[cfg.kind]
-    return kind(cfg, ctx, resume)
+    return kind(cfg, ctx, resume, report)
+
+
+def _ids_digest(frame: Any) -> str:
+    return hashlib.sha256("\n".join(frame["id"].astype(str)).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Search:
+    """One variant's search: its study, and the objective every process that joins it runs."""
+
+    ctx: StageContext
+    cfg: Variant
+    train: Any
+    val: Any
+    task: Task
+
+    @property
+    def label(self) -> str:
+        return f"search@{self.ctx.variant}"
+
+    def open(self) -> Any:
+        from variantlab.core import search as space
+        from variantlab.core.task import dumps, higher_is_better
+        from variantlab.io.study import open_study
+
+        assert self.cfg.search is not None
+        params = self.ctx.params
+        identity = {
+            "variant": self.cfg.model_dump(),
+            "seed": params.project.seed,
+            "metric": params.metric,
+            "task": dumps(self.task),
+            "train": _ids_digest(self.train),
+            "val": _ids_digest(self.val),
+        }
+        return open_study(
+            self.cfg.search,
+            root=self.ctx.root,
+            name=space.study_name(params.project.name, str(self.ctx.variant), identity),
+            maximize=higher_is_better(params.metric),
+            seed=params.project.seed,
+            max_epochs=space.max_epochs(self.cfg.search, getattr(self.cfg, "epochs", None)),
+            fresh=True,
+        )
+
+    def objective(self, trial: Any) -> float:
+        """Fit the trial's variant on the training split, score it on validation, inside a nested MLflow run."""
+        import mlflow
+        import optuna
+
+        from variantlab.core import search as space
+        from variantlab.io.tracking import flatten
+
+        assert self.cfg.search is not None
+        values = space.suggest(trial, self.cfg.search.space)
+        trial_cfg = self.cfg.with_values(values)
+        metric = self.ctx.params.metric
+        run = mlflow.start_run(
+            run_name=f"trial:{self.ctx.variant}:{trial.number}",
+            nested=True,
+            tags={
+                "variantlab.stage": "trial",
+                "variant": str(self.ctx.variant),
+                "optuna.study": trial.study.study_name,
+                "optuna.trial": str(trial.number),
+            },
+        )
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        status, state = "FAILED", "failed"
+        try:
+            mlflow.log_params({**flatten({"trial": values}), "trial_number": trial.number})
+            reporter = space.Reporter(trial)
+            with tempfile.TemporaryDirectory() as tmp:
+                started = time.perf_counter()
+                try:
+                    fitted = kind_for(trial_cfg, self.ctx, report=reporter).fit(
+                        self.train, self.val, self.task, Path(tmp)
+                    )
+                finally:
+                    trial.set_user_attr("fit_s", round(time.perf_counter() - started, 4))
+                time.sleep(float(os.environ.get(TRIAL_PAUSE_ENV) or 0))
+            value = float(fitted.stats[f"val_{metric}"])
+            mlflow.log_metric(f"val_{metric}", value)
+            status, state = "FINISHED", "complete"
+            return value
+        except optuna.TrialPruned:
+            status, state = "KILLED", "pruned"
+            raise
+        finally:
+            mlflow.set_tag("optuna.state", state)
+            mlflow.end_run(status=status)
+
+    def run(self, *, wait_for_others: bool) -> tuple[Any, list[Any]]:
+        from variantlab.io.study import run_trials
+
+        assert self.cfg.search is not None
+        study = self.open()
+        outcomes = run_trials(study, self.cfg.search, self.objective, label=self.label, wait_for_others=wait_for_others)
+        return study, outcomes
+
+
+def _finish_search(search: Search, study: Any, seconds: float) -> tuple[Variant, dict[str, Any]]:
+    """The best trial's variant, with the search's summary logged on the (active) train run."""
+    import mlflow
+
+    from variantlab.io import study as studies
+    from variantlab.io.tracking import flatten
+
+    assert search.cfg.search is not None
+    best = studies.best_trial(study, search.label)
+    storage = studies.storage_url(search.cfg.search, search.ctx.root)
+    summary = studies.summary(study, search.cfg.search, storage, seconds)
+    mlflow.log_params(flatten({"best": dict(best.params)}))
+    mlflow.set_tags(
+        {
+            "optuna.study": study.study_name,
+            "optuna.best_trial": str(best.number),
+            "optuna.best_trial_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
+        }
+    )
+    numeric = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    mlflow.log_metrics({f"search.{k}": float(v) for k, v in numeric.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        for png in studies.plots(study, Path(tmp)):
+            mlflow.log_artifact(str(png), artifact_path="search")
+    frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration", "user_attrs"))
+    mlflow.log_table(frame.astype({c: str for c in frame.columns if frame[c].dtype == object}), "search/trials.json")
+    info(
+        f"{search.label}: best trial {best.number} of {summary['trials']} ({summary['pruned']} pruned, "
+        f"{summary['failed']} failed): {search.ctx.params.metric} {best.value:.4f} on validation with "
+        + ", ".join(f"{k}={v}" for k, v in best.params.items())
+    )
+    return search.cfg.with_values(dict(best.params)), summary
 
 
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
-def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = ()) -> int:
-    """Train variant ``ctx.variant``; ``argv`` is what a torchrun relaunch passes on to each worker."""
+def _mark_finished(ctx: StageContext, cfg: Variant, study_name: str, run_id: str) -> None:
+    """The study became a model: a later run of this stage (changed code, say) searches afresh."""
+    import optuna
+
+    from variantlab.io.study import FINISHED_ATTR, storage_url
+
+    assert cfg.search is not None
+    optuna.load_study(study_name=study_name, storage=storage_url(cfg.search, ctx.root)).set_user_attr(
+        FINISHED_ATTR, run_id
+    )
+
+
+def _trials_only(ctx: StageContext, search: Search) -> int:
+    """A search worker: run trials of the variant's shared study under a ``search:<variant>`` run; no model."""
+    from variantlab.io.tracking import stage_run
+
+    if search.cfg.search is None:
+        raise ConfigError(f"variant '{ctx.variant}' has no `search:` in params.yaml", file="params.yaml")
+    with stage_run("search", root=ctx.root, project=ctx.params.project.name, variant=ctx.variant):
+        _, outcomes = search.run(wait_for_others=False)
+    info(f"{search.label}: this worker ran {len(outcomes)} trial(s)")
+    return 0
+
+
+def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = (), trials_only: bool = False) -> int:
+    """Train variant ``ctx.variant`` (searching its settings first when it declares ``search:``); ``argv`` is
+    what a torchrun relaunch passes on to each worker. ``trials_only``: join the variant's search as a worker."""
     import mlflow
     import pandas as pd
     import torch
@@ -355,8 +562,10 @@ def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = ()) ->
     train_file = ctx.path(paths.split_path("train"))
     train = _training_frame(cfg, ctx, task)
     val = pd.read_parquet(ctx.path(paths.split_path("val")))
-    kind = kind_for(cfg, ctx, resume=resume)
     out_dir = ctx.path(paths.model_dir(ctx.variant))
+    if trials_only:
+        return _trials_only(ctx, Search(ctx, cfg, train, val, task))
+    kind = kind_for(cfg, ctx, resume=resume)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if not isinstance(kind, FinetuneKind):
             raise ConfigError(f"variant '{ctx.variant}' ({cfg.kind}) does not train on several processes")
@@ -372,13 +581,27 @@ def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = ()) ->
         tempfile.TemporaryDirectory() as tmp,
     ):
         mlflow.set_tags({"strategy": cfg.kind, "task": task.describe()[:250]})
-        mlflow.log_params(flatten({"variant": cfg.model_dump(), "seed": ctx.params.project.seed}))
+        mlflow.log_params(flatten({"variant": cfg.model_dump(exclude={"search"}), "seed": ctx.params.project.seed}))
+        if cfg.search is not None:
+            mlflow.log_params(
+                {f"search.{k}": getattr(cfg.search, k) for k in ("trials", "sampler", "pruner", "timeout_s")}
+            )
+            mlflow.log_dict(cfg.search.model_dump(mode="json"), "search/space.json")
         log_dvc_inputs({"train": train_file})
         log_frame_input(
             train, name="train-data", source=paths.split_path("train"), digest=md5_file(train_file), context="training"
         )
+        searched: dict[str, Any] = {}
         started = time.perf_counter()
-        fitted = kind.fit(train, val, task, Path(tmp))
+        if cfg.search is not None:
+            search = Search(ctx, cfg, train, val, task)
+            study, _ = search.run(wait_for_others=True)
+            final, searched = _finish_search(search, study, time.perf_counter() - started)
+            refit = time.perf_counter()  # the best values once more, deterministic: the model the trial scored
+            fitted = kind_for(final, ctx, resume=resume).fit(train, val, task, Path(tmp))
+            searched["refit_s"] = round(time.perf_counter() - refit, 3)
+        else:
+            fitted = kind.fit(train, val, task, Path(tmp))
         train_time = time.perf_counter() - started
         model_uri = save_and_log(fitted.model, out_dir)
         size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
@@ -391,6 +614,7 @@ def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = ()) ->
             "model_size_mb": round(size / 2**20, 2),
             "peak_rss_mb": _peak_rss_mb(),
             **fitted.stats,
+            **({"search": searched} if searched else {}),
             "model_uri": model_uri,
             "mlflow_run_id": run.info.run_id,
         }
@@ -398,6 +622,8 @@ def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = ()) ->
             {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         )
         write_json(ctx.path(paths.train_metrics(ctx.variant)), record)
+        if searched:
+            _mark_finished(ctx, cfg, searched["study"], run.info.run_id)
     info(f"train@{ctx.variant}: {cfg.kind} on {len(train)} texts in {train_time:.1f}s -> {model_uri}")
     return 0
 
@@ -407,9 +633,13 @@ def _run_from_argv(argv: Sequence[str]) -> int:
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--resume", action="store_true", help="continue from this variant's last checkpoint")
+    parser.add_argument(
+        "--trials-only", action="store_true", help="run trials of the variant's search (a worker); save no model"
+    )
     known, rest = parser.parse_known_args(argv)
     resume = known.resume or os.environ.get("VARIANTLAB_RESUME", "") not in ("", "0")
-    return run(parse_stage_args("Train one variant.", rest, variant=True), resume=resume, argv=argv)
+    ctx = parse_stage_args("Train one variant.", rest, variant=True)
+    return run(ctx, resume=resume, argv=argv, trials_only=known.trials_only)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
