@@ -1,4 +1,6 @@
--- One PostgreSQL for the team stack: MLflow's tracking store and registry, MLflow's users (basic auth), Prefect.
+-- One PostgreSQL for the team stack: MLflow's tracking store and registry, MLflow's users (basic auth), Prefect, the
+-- Optuna studies that search workers share.
 CREATE DATABASE mlflow;
 CREATE DATABASE mlflow_auth;
 CREATE DATABASE prefect;
+CREATE DATABASE optuna;

@@ -84,6 +84,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     prepared = dvc.repro(root, "prepare")  # the workers read the prepared splits
     if prepared.returncode != 0:
         raise VariantlabError(prepared.stage_error() or "dvc repro prepare failed; see above")
+    from variantlab.io.study import ensure_storage
+
+    search = params.variant(args.variant).search
+    assert search is not None
+    ensure_storage(search, root)
     codes = run_workers(root, args.variant, args.workers)
     if any(codes):
         raise VariantlabError(f"search workers exited with {codes}; see above")

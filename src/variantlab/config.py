@@ -147,8 +147,9 @@ class SplitConfig(Strict):
     salt: str = "variantlab-split-v1"
     train_subsample: int | None = Field(4000, ge=1)
     val_subsample: int | None = Field(1000, ge=1)
-    # Domains kept out of train/val (their training rows go to data/prepared/extra.parquet for a more-data
-    # variant); the test set keeps them, so per-domain metrics show what adding them did.
+    # Domains kept out of training (their training rows go to data/prepared/extra.parquet for a more-data
+    # variant); validation and test keep them, so choosing on validation and the per-domain test metrics both
+    # see what adding them did.
     holdout_domains: tuple[str, ...] = ()
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import DELETE, clean_env, registry, run, tiny_project, tiny_sentences
+from tests.helpers import DELETE, clean_env, registry, run, set_variants, tiny_project, tiny_sentences
 from variantlab.proc.stack import BUCKET, basic_auth_header, http_status, s3_client
 
 pytestmark = pytest.mark.stack
@@ -232,3 +232,33 @@ def test_two_pipelines_writing_at_once_lose_no_run_and_no_metric(pair: Pair, tea
     assert "champion" in state["aliases"] and not state["locks"], state
     assert [m["seq"] for m in state["history"]] == list(range(1, len(state["history"]) + 1))
     print(f"two pipelines at once: {wall:.1f} s, {expected_runs} runs and {n_metrics} metric keys each, none lost")
+
+
+def test_search_workers_share_one_study_in_the_stacks_postgresql(tmp_path: Path, team_stack: dict[str, str]) -> None:
+    import optuna
+
+    space = {"C": {"type": "float", "low": 0.01, "high": 10.0, "log": True}}
+    searched = {"kind": "tfidf-logreg", "min_df": 1, "search": {"trials": 6, "sampler": "random", "space": space}}
+    project = tiny_project(tmp_path / "p", data=tiny_sentences(150), extra=names("search"))
+    set_variants(project, {"searched": searched})
+    env = stack_env(team_stack, VARIANTLAB_TRIAL_PAUSE_S="0.5")
+    storage = team_stack["VARIANTLAB_OPTUNA_STORAGE"]
+    assert storage.startswith("postgresql") and storage.endswith("/optuna")
+    assert run(project, "-m", "dvc", "repro", "prepare", env=env).returncode == 0
+    argv = ["python", "-m", "variantlab.stages.train", "searched", "--trials-only"]
+    workers = [subprocess.Popen(argv, cwd=project, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [w.communicate(timeout=600)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    studies = [s for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith(f"{names_of(project)}.")]
+    assert len(studies) == 1, [s.study_name for s in studies]
+    trials = optuna.load_study(study_name=studies[0].study_name, storage=storage).get_trials()
+    assert 6 <= len(trials) <= 7 and all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # both workers ran trials of the one study
+    final = run(project, "-m", "variantlab.stages.train", "searched", env=env)
+    assert final.returncode == 0, final.stderr[-2000:]
+    record = json.loads((project / "metrics/train/searched.json").read_text())
+    assert record["search"]["storage"].startswith("postgresql") and "***" in record["search"]["storage"]
+
+
+def names_of(project: Path) -> str:
+    return str(yaml.safe_load((project / "params.yaml").read_text())["project"]["name"])

@@ -90,6 +90,45 @@ def test_a_domain_that_drops_blocks_promotion() -> None:
     assert decision.failed == ["domain/tweets drops 0.7000 -> 0.6000 (more than 0.05)"]
 
 
+def test_the_decision_record_has_every_check_with_its_value_limit_and_verdict() -> None:
+    truth, champ, chall = noisy_pair(2000, 0.60, 0.75, seed=5)
+    comparison = paired_comparison(truth, champ, chall, k=3)
+    champion = scored(0.60, "old", slices={"domain/tweets": 0.70, "class/positive": 0.50})
+    challenger = scored(
+        0.75, "new", latency_ms_p50=80.0, model_size_mb=10.0, slices={"domain/tweets": 0.60, "class/positive": 0.9}
+    )
+    decision = decide(challenger, champion, comparison, POLICY)
+    checks = {c.name: c for c in decision.checks}
+    assert list(checks) == [
+        "confidence_bound",
+        "paired_p_value",
+        "wins_over_losses",
+        "latency_ms_p50",
+        "model_size_mb",
+        "slice:class/positive",
+        "slice:domain/tweets",
+    ]
+    bound = checks["confidence_bound"]
+    assert (bound.value, bound.limit, bound.rule, bound.passed) == (comparison.ci_low, 0.0, ">", True)
+    assert checks["paired_p_value"].limit == pytest.approx(0.05) and checks["paired_p_value"].passed is True
+    assert (checks["latency_ms_p50"].value, checks["latency_ms_p50"].limit, checks["latency_ms_p50"].passed) == (
+        80.0,
+        50,
+        False,
+    )
+    assert checks["model_size_mb"].passed is True
+    assert checks["slice:domain/tweets"].value == pytest.approx(0.1) and checks["slice:domain/tweets"].passed is False
+    assert checks["slice:class/positive"].passed is True  # it rose
+    failed = [c.name for c in decision.checks if c.passed is False]
+    assert failed == ["latency_ms_p50", "slice:domain/tweets"] and len(decision.failed) == 2
+    # The first champion: the floor and the baseline's comparison are checks too; slices do not apply yet.
+    first = decide(challenger, None, comparison, POLICY, reference=scored(0.6, "base"))
+    names = [c.name for c in first.checks]
+    assert names[:4] == ["floor", "confidence_bound", "paired_p_value", "wins_over_losses"]
+    assert [c.passed for c in first.checks if c.name.startswith("slice:")] == [None, None]
+    assert decide(challenger, None, None, Policy(floor=None)).checks[0].passed is None  # no floor declared
+
+
 def test_same_run_is_already_champion_and_test_sets_must_match() -> None:
     assert "already the champion" in decide(scored(0.9, "r"), scored(0.9, "r"), None, POLICY).reason
     with pytest.raises(ValueError, match="different test sets"):

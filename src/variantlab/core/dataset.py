@@ -64,7 +64,9 @@ def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
     full = {name: frame[split == name] for name in ("train", "val", "test")}
     check_leakage(full)
     _check_every_class_in_every_split(full, task)
-    held = {name: full[name]["domain"].isin(params.split.holdout_domains) for name in ("train", "val")}
+    # Held-out domains stay out of training only: validation keeps them like the test set does, so a variant
+    # chosen on validation is chosen on the task's whole distribution (adding a domain's data can show there).
+    held = {"train": full["train"]["domain"].isin(params.split.holdout_domains)}
     is_feedback = full["train"]["id"].astype(str).str.startswith(FEEDBACK_ID_PREFIX)
     base_train = full["train"][~held["train"] & ~is_feedback]
     splits = {
@@ -74,7 +76,7 @@ def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
                 full["train"][is_feedback],  # all of it, whatever the subsample
             ]
         ),
-        "val": stratified_subsample(full["val"][~held["val"]], params.split.val_subsample, params.project.seed),
+        "val": stratified_subsample(full["val"], params.split.val_subsample, params.project.seed),
         "test": full["test"].sort_values("id"),  # the test set is never subsampled and keeps every domain
         "extra": full["train"][held["train"] & ~is_feedback].sort_values("id"),  # for a more-data variant
     }

@@ -7,7 +7,9 @@ killed half-way resumes with its finished trials kept. Nothing here schedules; O
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -42,6 +44,13 @@ def redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def ensure_storage(search: SearchConfig, root: Path) -> str:
+    """Create the storage's tables once, before several workers start at the same moment; its URL."""
+    url = storage_url(search, root)
+    _storage(url)
+    return url
 
 
 def _storage(url: str) -> optuna.storages.RDBStorage:
@@ -111,6 +120,7 @@ def run_trials(
     def tracked(trial: optuna.Trial) -> float:
         current["number"] = trial.number
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
         try:
             return objective(trial)
         except optuna.TrialPruned as exc:
@@ -121,13 +131,19 @@ def run_trials(
             raise
 
     while True:
-        optuna.storages.fail_stale_trials(study)
-        taken = count(study, *space.FINISHED, TrialState.RUNNING, TrialState.WAITING)
-        if taken >= budget:
+        optuna.storages.fail_stale_trials(study)  # other machines' dead workers: no heartbeat for a while
+        fail_orphans(study)  # this machine's killed workers: at once
+        finished, running = count(study, *space.FINISHED), count(study, TrialState.RUNNING)
+        if finished >= budget:
             break
         if search.timeout_s is not None and time.monotonic() - started > search.timeout_s:
             info(f"{label}: search.timeout_s ({search.timeout_s:g} s) reached; no new trial starts")
             break
+        if finished + running >= budget:  # the rest is running in other processes
+            if not wait_for_others:
+                break
+            time.sleep(1.0)
+            continue
         before = time.perf_counter()
         study.optimize(tracked, n_trials=1, catch=(Exception,))
         if "number" not in current:  # the sampler had nothing left to try (a grid run to its end)
@@ -143,10 +159,32 @@ def run_trials(
             f"{label}: trial {last.number} {outcome.state}{shown} ({params}) in {outcome.seconds:.1f}s"
             f"{'; ' + why if why else ''} [{count(study, *space.FINISHED)}/{budget} finished]"
         )
-    while wait_for_others and count(study, TrialState.RUNNING):
-        optuna.storages.fail_stale_trials(study)
-        time.sleep(1.0)
     return outcomes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphans(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials whose worker process on this machine is gone (``kill -9``): their slots free up
+    at once instead of after the heartbeat's grace period. Their values are not reused; completed trials are."""
+    host = socket.gethostname()
+    orphans = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.user_attrs.get("host") == host and "pid" in t.user_attrs and not _alive(int(t.user_attrs["pid"]))
+    ]
+    for trial in orphans:
+        with contextlib.suppress(Exception):  # another process may have failed it first
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return [t.number for t in orphans]
 
 
 def _short(value: Any) -> str:

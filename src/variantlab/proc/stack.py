@@ -38,7 +38,7 @@ from variantlab.proc.services import free_port, wait_http
 BUCKET = "variantlab"
 DB_USER = "variantlab"
 MLFLOW_ADMIN = "admin"
-DATABASES = ("mlflow", "mlflow_auth", "prefect")
+DATABASES = ("mlflow", "mlflow_auth", "prefect", "optuna")
 SERVICES = ("postgres", "s3", "mlflow", "prefect")
 
 
@@ -117,6 +117,10 @@ class Stack:
             "AWS_DEFAULT_REGION": "us-east-1",
             "VARIANTLAB_S3_ENDPOINT_URL": f"http://{self.host}:{ports.s3}",
             "VARIANTLAB_DVC_REMOTE_URL": f"s3://{BUCKET}/dvc",
+            # search workers on any machine share one Optuna study here
+            "VARIANTLAB_OPTUNA_STORAGE": (
+                f"postgresql+psycopg2://{DB_USER}:{s['POSTGRES_PASSWORD']}@{self.host}:{ports.postgres}/optuna"
+            ),
         }
 
     # ---- lifecycle ----

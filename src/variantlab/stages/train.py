@@ -405,8 +405,10 @@ class Search:
 
         assert self.cfg.search is not None
         params = self.ctx.params
+        # What the trials' values depend on; the budget (trials, timeout) is not part of it: raising `trials`
+        # of an unfinished study adds trials to it.
         identity = {
-            "variant": self.cfg.model_dump(),
+            "variant": self.cfg.model_dump(exclude={"search": {"trials", "timeout_s"}}),
             "seed": params.project.seed,
             "metric": params.metric,
             "task": dumps(self.task),
@@ -429,7 +431,7 @@ class Search:
         import optuna
 
         from variantlab.core import search as space
-        from variantlab.io.tracking import flatten
+        from variantlab.io.tracking import flatten, owner_tags
 
         assert self.cfg.search is not None
         values = space.suggest(trial, self.cfg.search.space)
@@ -443,6 +445,7 @@ class Search:
                 "variant": str(self.ctx.variant),
                 "optuna.study": trial.study.study_name,
                 "optuna.trial": str(trial.number),
+                **owner_tags(),  # a trial killed with its process is marked KILLED by the next stage run
             },
         )
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
