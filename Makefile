@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup fetch run test test-slow test-fast lint format bench bench-prefect ui lock clean prefect-server deploy worker serve \
+.PHONY: help setup fetch run test test-slow test-fast lint format bench bench-search bench-prefect ui lock clean prefect-server deploy worker serve \
 	stack-up stack-down stack-status remote bench-stack profile
 
 help:  ## list the targets
@@ -63,6 +63,9 @@ profile: $(STAMP)  ## profile one stage command: make profile STAGE="variantlab.
 	$(BIN)/pyinstrument -r html -o "reports/profile/$(subst $(space),_,$(subst variantlab.stages.,,$(STAGE))).html" -m $(STAGE)
 	@echo "open reports/profile/ in a browser"
 
+bench-search: $(STAMP)  ## TPE + pruning vs the exhaustive grid, per-trial overhead, 1 vs 2 workers -> reports/bench/search.json (~7 min)
+	$(BIN)/python -m benchmarks.bench_search
+
 bench-prefect: $(STAMP)  ## Prefect's overhead on the cold default flow -> reports/bench/prefect.json (~8 min)
 	$(BIN)/python -m benchmarks.bench_prefect
 
@@ -106,4 +109,4 @@ lock: $(STAMP)  ## re-pin requirements.lock from the current .venv
 	mv requirements.lock.new requirements.lock
 
 clean:  ## remove pipeline outputs and the local MLflow store (keeps .venv)
-	rm -rf data/raw data/prepared models metrics reports/predictions reports/confusion mlflow.db mlartifacts
+	rm -rf data/raw data/prepared models metrics reports/predictions reports/confusion mlflow.db mlartifacts .variantlab/optuna.db

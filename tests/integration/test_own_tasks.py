@@ -101,12 +101,28 @@ def test_a_binary_task_reports_roc_and_pr_auc(tmp_path: Path, tiny_bert: tuple[P
 def test_a_regression_task_end_to_end(tmp_path: Path, tiny_bert: tuple[Path, str]) -> None:
     task = {"kind": "regression", "target_column": "rating", "value_range": [-4.0, 4.0]}
     project = own_project(tmp_path, tiny_bert, tiny_sentences(240), task, project={"name": "rating"})
+    params = yaml.safe_load((project / "params.yaml").read_text())  # a search that minimises validation MAE
+    params["variants"]["tfidf-logreg"]["search"] = {
+        "trials": 3,
+        "space": {"ngram_max": {"type": "int", "low": 1, "high": 2}},
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     report = run_pipeline(project)
+    searched = json.loads((project / "metrics/train/tfidf-logreg.json").read_text())
+    assert searched["search"]["complete"] == 3 and searched["val_mae"] == pytest.approx(
+        searched["search"]["best_value"]
+    )
+    import optuna
+
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{project / '.variantlab/optuna.db'}")
+    study = optuna.load_study(study_name=summary.study_name, storage=f"sqlite:///{project / '.variantlab/optuna.db'}")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.best_value == min(t.value for t in study.trials)
     evaluated = json.loads((project / "metrics/eval/tfidf-logreg.json").read_text())
     assert {"mae", "rmse", "r2", "spearman"} <= set(evaluated) and "per_class" not in evaluated
     assert evaluated["r2"] > 0.5 and set(evaluated["behaviour"]) == {"name_swap", "number_swap"}
     board = pd.read_csv(project / "reports/leaderboard.csv")
-    assert board["mae"].is_monotonic_increasing  # lower is better: the best first
+    assert board["val_mae"].is_monotonic_increasing  # lower is better: the best on validation first
     assert report["challenger"]["variant"] == board["variant"].iloc[0]
     assert "mae" in report["reason"] and "<= floor" not in report["reason"]  # no floor declared
     answers = predict(project, "variantlab-rating", ["the film was great one", "the day was awful two"])

@@ -30,6 +30,8 @@ HEARTBEAT_S = 10  # a trial whose process stops beating this long (x3) is failed
 FINISHED_ATTR = "variantlab.finished_by"  # the train run that turned the study into a model
 
 TrialState = optuna.trial.TrialState
+# Heartbeats, their stale-trial sweep and the retry callback are marked experimental; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def storage_url(search: SearchConfig, root: Path) -> str:
@@ -62,7 +64,7 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
             engine_kwargs=engine,
             heartbeat_interval=HEARTBEAT_S,
             grace_period=3 * HEARTBEAT_S,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
 
 
@@ -107,7 +109,13 @@ Objective = Callable[[optuna.Trial], float]
 
 
 def run_trials(
-    study: optuna.Study, search: SearchConfig, objective: Objective, *, label: str, wait_for_others: bool
+    study: optuna.Study,
+    search: SearchConfig,
+    objective: Objective,
+    *,
+    label: str,
+    wait_for_others: bool,
+    seed: int = 0,
 ) -> list[TrialOutcome]:
     """Run trials in this process until the study has ``search.trials`` finished ones (counting the trials other
     processes are running), or ``search.timeout_s`` passes. ``wait_for_others``: then wait for the trials other
@@ -131,7 +139,9 @@ def run_trials(
             raise
 
     while True:
-        optuna.storages.fail_stale_trials(study)  # other machines' dead workers: no heartbeat for a while
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # other machines' dead workers: no heartbeat for a while
         fail_orphans(study)  # this machine's killed workers: at once
         finished, running = count(study, *space.FINISHED), count(study, TrialState.RUNNING)
         if finished >= budget:
@@ -144,6 +154,9 @@ def run_trials(
                 break
             time.sleep(1.0)
             continue
+        # A sampler seeded by how many trials the study holds: a resumed search, or a second worker, does not
+        # draw the values an earlier trial drew, and one process alone stays reproducible.
+        study.sampler = space.sampler(search, seed + len(study.get_trials(deepcopy=False)))
         before = time.perf_counter()
         study.optimize(tracked, n_trials=1, catch=(Exception,))
         if "number" not in current:  # the sampler had nothing left to try (a grid run to its end)

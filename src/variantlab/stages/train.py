@@ -478,7 +478,14 @@ class Search:
 
         assert self.cfg.search is not None
         study = self.open()
-        outcomes = run_trials(study, self.cfg.search, self.objective, label=self.label, wait_for_others=wait_for_others)
+        outcomes = run_trials(
+            study,
+            self.cfg.search,
+            self.objective,
+            label=self.label,
+            wait_for_others=wait_for_others,
+            seed=self.ctx.params.project.seed,
+        )
         return study, outcomes
 
 
