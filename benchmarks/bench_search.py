@@ -117,6 +117,17 @@ def run_search(workdir: Path, search: dict[str, Any], a: argparse.Namespace, *, 
         "wall_s": round(wall, 2),
         "overhead_s": round(sum(o for o, _ in overhead), 3),
         "overhead_fraction": round(sum(o for o, _ in overhead) / max(1e-9, sum(f for _, f in overhead)), 4),
+        "trials_table": [
+            {
+                "number": t.number,
+                "params": t.params,
+                "state": t.state.name,
+                "value": t.value,
+                "epoch_values": {int(k): round(v, 4) for k, v in sorted(t.intermediate_values.items())},
+                "fit_s": round(fit[t.number], 2),
+            }
+            for t in trials
+        ],
     }
 
 

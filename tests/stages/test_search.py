@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import clean_env, run, set_variants, tiny_project, tiny_sentences
+from tests.helpers import clean_env, make_tiny_bert, run, set_variants, tiny_project, tiny_sentences
 
 SEARCH = {
     "C": {"type": "float", "low": 0.01, "high": 10.0, "log": True},
@@ -144,6 +144,31 @@ def test_the_gated_variant_is_the_one_chosen_on_validation_even_if_another_tests
     assert report["challenger"]["variant"] == worse and report["selection"]["challenger"] == worse
     assert [r["variant"] for r in report["selection"]["ranking"]] == [worse, better]
     assert report["selection"]["ranking"][1]["test_macro_f1"] > report["selection"]["ranking"][0]["test_macro_f1"]
+
+
+def test_trials_with_the_same_values_score_the_same_in_one_process(tmp_path: Path) -> None:
+    """A trial starts from the same random state as the one before it: LoRA's initial adapters are seeded too,
+    so a score is the values' score, not an accident of what the previous trial drew."""
+    model_dir = tmp_path / "tiny-bert"
+    project = tiny_project(tmp_path / "p", model_dir, make_tiny_bert(model_dir), data=tiny_sentences(160))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    lora = params["variants"]["tiny-lora"]
+    one_choice = {"lora.rank": {"type": "categorical", "choices": [4]}, "epochs": {"type": "categorical", "choices": [1, 2]}}
+    search = {"sampler": "grid", "trials": None, "pruner": "none", "space": one_choice}
+    set_variants(project, {"tiny-lora": {**lora, "search": search}})
+    assert run(project, "-m", "dvc", "repro", "prepare").returncode == 0
+    # Two searches, each in one process, over the grid in opposite orders: each point scores the same.
+    scores = []
+    for order in ([1, 2], [2, 1]):
+        search["space"] = {**one_choice, "epochs": {"type": "categorical", "choices": order}}
+        set_variants(project, {"tiny-lora": {**lora, "search": search}})
+        done = run(project, "-m", "variantlab.stages.train", "tiny-lora")
+        assert done.returncode == 0, done.stderr[-3000:]
+        trials = sorted(study(project, "tiny-lora").trials, key=lambda t: t.number)
+        scores.append([(t.params["epochs"], t.value) for t in trials])
+    first, second = scores
+    assert sorted(e for e, _ in first) == [1, 2] and [e for e, _ in first] == [e for e, _ in reversed(second)]
+    assert dict(second) == pytest.approx(dict(first), abs=1e-9)
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> None:

@@ -124,3 +124,63 @@ def test_pruners_and_samplers_come_from_params(name: str, cls: str) -> None:
     assert type(space.pruner(search, 3)).__name__ == cls
     assert type(space.sampler(search, 0)).__name__ == "TPESampler"
     assert type(space.sampler(search.model_copy(update={"sampler": "random"}), 0)).__name__ == "RandomSampler"
+
+
+def test_a_grid_search_through_run_trials_visits_every_point_once(tmp_path: Path) -> None:
+    """Trial by trial, as the stage runs it (a fresh sampler per trial, on SQLite): no point twice, none left."""
+    from variantlab.io.study import run_trials
+
+    search = {
+        "sampler": "grid",
+        "trials": None,
+        "pruner": "none",
+        "space": {
+            "C": {"type": "categorical", "choices": [0.1, 1.0, 10.0]},
+            "ngram_max": {"type": "int", "low": 1, "high": 3},
+            "class_weight": {"type": "categorical", "choices": [None, "balanced"]},
+        },
+    }
+    cfg = params_with("tfidf-logreg", search).variants["tfidf-logreg"].search
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}", sampler=space.sampler(cfg, seed=0), direction="maximize"
+    )
+    outcomes = run_trials(
+        study, cfg, lambda t: float(len(str(space.suggest(t, cfg.space)))), label="grid", wait_for_others=True, seed=0
+    )
+    seen = [tuple(sorted(t.params.items(), key=str)) for t in study.trials]
+    assert len(outcomes) == len(seen) == 18 and len(set(seen)) == 18
+
+
+def test_with_epochs_searched_the_median_pruner_compares_only_runs_of_the_same_length() -> None:
+    """Epoch 1 of a 3-epoch run (mid-schedule) is judged against other 3-epoch runs, not against 1-epoch runs
+    whose learning rate had fully decayed by then."""
+    search = params_with(
+        "minilm-lora",
+        {
+            "startup_trials": 1,
+            "space": {"epochs": {"type": "categorical", "choices": [1, 3]}, "lr": {"type": "float", "low": 1e-4, "high": 1e-2}},
+        },
+    ).variants["minilm-lora"].search
+    pruner = space.pruner(search, 3)
+    assert isinstance(pruner, space.SameSchedulePruner)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    epochs = {"epochs": optuna.distributions.CategoricalDistribution([1, 3])}
+
+    def trial(length: int) -> optuna.Trial:
+        study.enqueue_trial({"epochs": length})
+        return study.ask(epochs)
+
+    short = trial(1)
+    short.report(0.9, 1)
+    study.tell(short, 0.9)
+    long = trial(3)
+    long.report(0.5, 1)
+    assert not long.should_prune()  # below the 1-epoch run, but there is no 3-epoch run to compare with
+    long.report(0.6, 2)
+    study.tell(long, 0.7)
+    behind = trial(3)
+    behind.report(0.4, 1)
+    assert behind.should_prune()  # behind the 3-epoch run at epoch 1
+    # Without `epochs` in the space, the plain median pruner.
+    plain = params_with("minilm-lora", {"space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}})
+    assert type(space.pruner(plain.variants["minilm-lora"].search, 3)).__name__ == "MedianPruner"

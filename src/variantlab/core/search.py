@@ -46,10 +46,43 @@ def sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
 def pruner(search: SearchConfig, max_epochs: int) -> optuna.pruners.BasePruner:
     """Pruners compare trials at the same epoch of their per-epoch validation metric."""
     if search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs)
+        median = optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs)
+        return SameSchedulePruner(median) if "epochs" in search.space else median
     if search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_epochs))
     return optuna.pruners.NopPruner()
+
+
+class _Peers:
+    """A study as a pruner sees it: only the trials that share ``key``'s value with the trial being judged."""
+
+    def __init__(self, study: optuna.Study, key: str, value: Any) -> None:
+        self._study, self._key, self._value = study, key, value
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        return self._study.direction
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[optuna.trial.FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if t.params.get(self._key) == self._value]
+
+
+class SameSchedulePruner(optuna.pruners.BasePruner):
+    """Compares a trial only with trials of the same number of epochs, when ``epochs`` is searched.
+
+    The learning rate decays over the whole run, so epoch 1 of a 3-epoch trial (still at a high rate) is not
+    comparable with epoch 1 of a 1-epoch trial (fully decayed): judged against all trials, the longer runs,
+    often the better ones, would be pruned for being mid-schedule.
+    """
+
+    def __init__(self, inner: optuna.pruners.BasePruner, key: str = "epochs") -> None:
+        self.inner, self.key = inner, key
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if self.key not in trial.params:
+            return self.inner.prune(study, trial)
+        return self.inner.prune(_Peers(study, self.key, trial.params[self.key]), trial)  # type: ignore[arg-type]
 
 
 def budget(search: SearchConfig) -> int:

@@ -155,8 +155,11 @@ def run_trials(
             time.sleep(1.0)
             continue
         # A sampler seeded by how many trials the study holds: a resumed search, or a second worker, does not
-        # draw the values an earlier trial drew, and one process alone stays reproducible.
-        study.sampler = space.sampler(search, seed + len(study.get_trials(deepcopy=False)))
+        # draw the values an earlier trial drew, and one process alone stays reproducible. Not the grid's: its
+        # seed shuffles the grid, and it hands trial n the n-th point of that one shuffle (reseeded, it would
+        # repeat points and miss others); every process must shuffle alike.
+        if search.sampler != "grid":
+            study.sampler = space.sampler(search, seed + len(study.get_trials(deepcopy=False)))
         before = time.perf_counter()
         study.optimize(tracked, n_trials=1, catch=(Exception,))
         if "number" not in current:  # the sampler had nothing left to try (a grid run to its end)

@@ -128,6 +128,9 @@ class ProbeKind:
 
         cfg, ctx = self.cfg, self.ctx
         model = resolve(ctx.params.models[cfg.model], ctx.root)
+        # Seeded before anything draws from torch's generator: the adapters' initial weights (LoRA's A) are
+        # random, and a search's second trial in one process must not start from the first one's leftovers.
+        torch.manual_seed(ctx.params.project.seed)
         tokenizer, encoder = load_encoder(model)
 
         def embed(frame: Any, split: str) -> tuple[Any, bool]:
@@ -258,6 +261,9 @@ class FinetuneKind:
 
         cfg, ctx = self.cfg, self.ctx
         model = resolve(ctx.params.models[cfg.model], ctx.root)
+        # Seeded before anything draws from torch's generator: the adapters' initial weights (LoRA's A) are
+        # random, and a search's second trial in one process must not start from the first one's leftovers.
+        torch.manual_seed(ctx.params.project.seed)
         tokenizer, encoder = load_encoder(model)
         if cfg.kind == "pruned":
             encoder = prune_layers(encoder, cfg.keep_layers or 1)
