@@ -153,7 +153,10 @@ def test_trials_with_the_same_values_score_the_same_in_one_process(tmp_path: Pat
     project = tiny_project(tmp_path / "p", model_dir, make_tiny_bert(model_dir), data=tiny_sentences(160))
     params = yaml.safe_load((project / "params.yaml").read_text())
     lora = params["variants"]["tiny-lora"]
-    one_choice = {"lora.rank": {"type": "categorical", "choices": [4]}, "epochs": {"type": "categorical", "choices": [1, 2]}}
+    one_choice = {
+        "lora.rank": {"type": "categorical", "choices": [4]},
+        "epochs": {"type": "categorical", "choices": [1, 2]},
+    }
     search = {"sampler": "grid", "trials": None, "pruner": "none", "space": one_choice}
     set_variants(project, {"tiny-lora": {**lora, "search": search}})
     assert run(project, "-m", "dvc", "repro", "prepare").returncode == 0

@@ -154,13 +154,20 @@ def test_a_grid_search_through_run_trials_visits_every_point_once(tmp_path: Path
 def test_with_epochs_searched_the_median_pruner_compares_only_runs_of_the_same_length() -> None:
     """Epoch 1 of a 3-epoch run (mid-schedule) is judged against other 3-epoch runs, not against 1-epoch runs
     whose learning rate had fully decayed by then."""
-    search = params_with(
-        "minilm-lora",
-        {
-            "startup_trials": 1,
-            "space": {"epochs": {"type": "categorical", "choices": [1, 3]}, "lr": {"type": "float", "low": 1e-4, "high": 1e-2}},
-        },
-    ).variants["minilm-lora"].search
+    search = (
+        params_with(
+            "minilm-lora",
+            {
+                "startup_trials": 1,
+                "space": {
+                    "epochs": {"type": "categorical", "choices": [1, 3]},
+                    "lr": {"type": "float", "low": 1e-4, "high": 1e-2},
+                },
+            },
+        )
+        .variants["minilm-lora"]
+        .search
+    )
     pruner = space.pruner(search, 3)
     assert isinstance(pruner, space.SameSchedulePruner)
     study = optuna.create_study(direction="maximize", pruner=pruner)

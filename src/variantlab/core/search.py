@@ -46,7 +46,9 @@ def sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
 def pruner(search: SearchConfig, max_epochs: int) -> optuna.pruners.BasePruner:
     """Pruners compare trials at the same epoch of their per-epoch validation metric."""
     if search.pruner == "median":
-        median = optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs)
+        median = optuna.pruners.MedianPruner(
+            n_startup_trials=search.startup_trials, n_warmup_steps=search.warmup_epochs
+        )
         return SameSchedulePruner(median) if "epochs" in search.space else median
     if search.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_epochs))

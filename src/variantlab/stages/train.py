@@ -128,9 +128,6 @@ class ProbeKind:
 
         cfg, ctx = self.cfg, self.ctx
         model = resolve(ctx.params.models[cfg.model], ctx.root)
-        # Seeded before anything draws from torch's generator: the adapters' initial weights (LoRA's A) are
-        # random, and a search's second trial in one process must not start from the first one's leftovers.
-        torch.manual_seed(ctx.params.project.seed)
         tokenizer, encoder = load_encoder(model)
 
         def embed(frame: Any, split: str) -> tuple[Any, bool]:
