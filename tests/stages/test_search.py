@@ -174,6 +174,26 @@ def test_trials_with_the_same_values_score_the_same_in_one_process(tmp_path: Pat
     assert dict(second) == pytest.approx(dict(first), abs=1e-9)
 
 
+def test_a_trial_that_repeats_a_scored_point_reuses_its_value_without_training(tmp_path: Path) -> None:
+    """TPE re-proposes a point it already scored (a one-point space forces it): the repeat costs no training."""
+    model_dir = tmp_path / "tiny-bert"
+    project = tiny_project(tmp_path / "p", model_dir, make_tiny_bert(model_dir), data=tiny_sentences(160))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    lora = params["variants"]["tiny-lora"]
+    one_point = {"epochs": {"type": "categorical", "choices": [1]}, "lr": {"type": "categorical", "choices": [1e-3]}}
+    set_variants(project, {"tiny-lora": {**lora, "search": {"trials": 3, "pruner": "none", "space": one_point}}})
+    assert run(project, "-m", "dvc", "repro", "prepare").returncode == 0
+    done = run(project, "-m", "variantlab.stages.train", "tiny-lora")
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, *repeats = sorted(study(project, "tiny-lora").trials, key=lambda t: t.number)
+    assert first.user_attrs["fit_s"] > 0 and "repeat_of" not in first.user_attrs
+    assert [t.user_attrs["repeat_of"] for t in repeats] == [first.number, first.number]
+    assert [t.value for t in repeats] == [first.value, first.value]
+    trial_runs = runs(project).query("`tags.variantlab.stage` == 'trial'")
+    assert len(trial_runs) == 3 and set(trial_runs["status"]) == {"FINISHED"}
+    assert sorted(trial_runs["tags.optuna.repeat_of"].fillna("-")) == ["-", "0", "0"]
+
+
 def wait_until(condition: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -35,6 +35,17 @@ def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> dict[str, Any
     return values
 
 
+def repeat_of(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """A completed trial of the study with exactly this trial's values, if there is one.
+
+    TPE over a small categorical space proposes a point it has already scored once it is confident there; training
+    it again would spend a whole trial's compute to learn the same number (training is seeded). The caller reuses
+    the earlier value instead.
+    """
+    done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return next((t for t in done if t.number != trial.number and t.params == trial.params), None)
+
+
 def sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
     if search.sampler == "grid":
         return optuna.samplers.GridSampler(search.grid(), seed=seed)

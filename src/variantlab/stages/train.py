@@ -455,6 +455,15 @@ class Search:
         status, state = "FAILED", "failed"
         try:
             mlflow.log_params({**flatten({"trial": values}), "trial_number": trial.number})
+            earlier = space.repeat_of(trial)
+            if earlier is not None and earlier.value is not None:
+                info(f"{self.ctx.variant}: trial {trial.number} repeats trial {earlier.number}; its value is reused")
+                trial.set_user_attr("repeat_of", earlier.number)
+                trial.set_user_attr("fit_s", 0.0)
+                mlflow.set_tag("optuna.repeat_of", str(earlier.number))
+                mlflow.log_metric(f"val_{metric}", float(earlier.value))
+                status, state = "FINISHED", "complete"
+                return float(earlier.value)
             reporter = space.Reporter(trial)
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.perf_counter()
