@@ -136,7 +136,7 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
     import mlflow
 
     from variantlab.config import TfidfVariant
-    from variantlab.core.baseline import tfidf_pipeline
+    from variantlab.core.baseline import plain_vocabulary, tfidf_pipeline
     from variantlab.io.models import encoder_model_kwargs, sklearn_model_kwargs, stage_encoder_artifacts
 
     data = tiny_sentences(90).assign(
@@ -146,6 +146,11 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
     if kind == "sklearn":
         pipe = tfidf_pipeline(TfidfVariant(kind="tfidf-logreg", min_df=1), SENTIMENT, 0)
         pipe.fit(data[["text"]], data["label"])
+        expected_sklearn = pipe.predict_proba(pd.DataFrame({"text": PROBES}))
+        pipe = plain_vocabulary(pipe)
+        vocabulary = pipe.named_steps["features"].transformers_[0][1].vocabulary_
+        assert {type(i) for i in vocabulary.values()} == {int}
+        assert np.array_equal(pipe.predict_proba(pd.DataFrame({"text": PROBES})), expected_sklearn)
         kwargs = sklearn_model_kwargs(pipe, tmp_path, example, SENTIMENT)
     elif kind == "probe":
         directory, sha = tiny_bert

@@ -31,9 +31,11 @@ SCRATCH = Path(".variantlab")
 
 @dataclass
 class Fitted:
-    """What a variant kind's ``fit`` returns: the MLflow model (pyfunc kwargs) and its training record."""
+    """What a variant kind's ``fit`` returns: its training record, and how to write the MLflow model (pyfunc
+    kwargs). Writing is deferred: a search trial needs only the score, and serialising a model can cost more
+    than fitting it (a 50,000-word TF-IDF vocabulary takes skops about a minute, the fit under a second)."""
 
-    model: dict[str, Any]
+    write_model: Callable[[], dict[str, Any]]
     stats: dict[str, Any]
 
 
@@ -89,7 +91,7 @@ class TfidfKind:
     report: EpochReport | None = None  # one "epoch": nothing to prune
 
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
-        from variantlab.core.baseline import tfidf_pipeline
+        from variantlab.core.baseline import plain_vocabulary, tfidf_pipeline
         from variantlab.core.metrics import metric_value
         from variantlab.io.models import sklearn_model_kwargs
 
@@ -99,6 +101,7 @@ class TfidfKind:
         metric = self.ctx.params.metric
         with timing.compute():
             pipeline = tfidf_pipeline(self.cfg, task, self.ctx.params.project.seed).fit(train[["text"]], target(train))
+            pipeline = plain_vocabulary(pipeline)
             value = metric_value(metric, target(val), pipeline.predict(val[["text"]]), task.labels or None)
         coef = np.atleast_2d(pipeline.named_steps["classifier"].coef_)
         size = int(coef.size + coef.shape[0])
@@ -108,7 +111,7 @@ class TfidfKind:
             "vocabulary": int(coef.shape[1]),
             **_val_stats(metric, value),
         }
-        return Fitted(sklearn_model_kwargs(pipeline, workdir, _example(train), task), stats)
+        return Fitted(lambda: sklearn_model_kwargs(pipeline, workdir, _example(train), task), stats)
 
 
 @dataclass
@@ -170,7 +173,6 @@ class ProbeKind:
             "base_model": model.entry.source,
             "base_sha256": model.entry.sha256,
         }
-        artifacts = stage_encoder_artifacts(workdir, head={"weight": weight, "bias": bias}, meta=meta, base=model)
         total = sum(p.numel() for p in encoder.parameters()) + weight.size + bias.size
         stats = {
             "trainable_params": int(weight.size + bias.size),
@@ -179,7 +181,13 @@ class ProbeKind:
             "embedding_cache_hit": hit,
             **_val_stats(ctx.params.metric, value),
         }
-        return Fitted(encoder_model_kwargs(artifacts, _example(train), task), stats)
+
+        def write() -> dict[str, Any]:
+            head = {"weight": weight, "bias": bias}
+            artifacts = stage_encoder_artifacts(workdir, head=head, meta=meta, base=model)
+            return encoder_model_kwargs(artifacts, _example(train), task)
+
+        return Fitted(write, stats)
 
 
 def _output_meta(task: Task, mean: float = 0.0, std: float = 1.0) -> dict[str, Any]:
@@ -345,9 +353,6 @@ class FinetuneKind:
             "base_sha256": model.entry.sha256,
             "strategy": cfg.kind,
         }
-        artifacts = stage_encoder_artifacts(
-            workdir, head=head, meta=meta, encoder=classifier.encoder, tokenizer=tokenizer
-        )
         trainable, total = count_parameters(classifier)
         best = (state.best_score if settings.higher_is_better else -state.best_score) * unit
         stats = {
@@ -363,7 +368,14 @@ class FinetuneKind:
         }
         if device.startswith("cuda"):
             stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        return Fitted(encoder_model_kwargs(artifacts, _example(train), task), stats)
+
+        def write() -> dict[str, Any]:
+            artifacts = stage_encoder_artifacts(
+                workdir, head=head, meta=meta, encoder=classifier.encoder, tokenizer=tokenizer
+            )
+            return encoder_model_kwargs(artifacts, _example(train), task)
+
+        return Fitted(write, stats)
 
 
 KINDS: dict[str, Any] = {
@@ -625,7 +637,7 @@ def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = (), tr
         else:
             fitted = kind.fit(train, val, task, Path(tmp))
         train_time = time.perf_counter() - started
-        model_uri = save_and_log(fitted.model, out_dir)
+        model_uri = save_and_log(fitted.write_model(), out_dir)
         size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
         record = {
             "variant": ctx.variant,
