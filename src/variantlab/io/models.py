@@ -55,7 +55,9 @@ def sklearn_model_kwargs(pipeline: Any, workdir: Path, example: pd.DataFrame, ta
     """Write the pipeline as a skops file in ``workdir``; the pyfunc wrapper loads it with a fixed allow-list."""
     import skops.io
 
-    skops.io.dump(pipeline, workdir / "model.skops")
+    from variantlab.core.baseline import plain_vocabulary
+
+    skops.io.dump(plain_vocabulary(pipeline), workdir / "model.skops")
     return {
         "python_model": str(SKLEARN_CODE),
         "artifacts": {"skops": str(workdir / "model.skops")},

@@ -91,7 +91,7 @@ class TfidfKind:
     report: EpochReport | None = None  # one "epoch": nothing to prune
 
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
-        from variantlab.core.baseline import plain_vocabulary, tfidf_pipeline
+        from variantlab.core.baseline import tfidf_pipeline
         from variantlab.core.metrics import metric_value
         from variantlab.io.models import sklearn_model_kwargs
 
@@ -101,7 +101,6 @@ class TfidfKind:
         metric = self.ctx.params.metric
         with timing.compute():
             pipeline = tfidf_pipeline(self.cfg, task, self.ctx.params.project.seed).fit(train[["text"]], target(train))
-            pipeline = plain_vocabulary(pipeline)
             value = metric_value(metric, target(val), pipeline.predict(val[["text"]]), task.labels or None)
         coef = np.atleast_2d(pipeline.named_steps["classifier"].coef_)
         size = int(coef.size + coef.shape[0])
