@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -262,3 +263,41 @@ def test_search_workers_share_one_study_in_the_stacks_postgresql(tmp_path: Path,
 
 def names_of(project: Path) -> str:
     return str(yaml.safe_load((project / "params.yaml").read_text())["project"]["name"])
+
+
+OPEN_AT_ONCE = """
+import sys, time
+from variantlab.io.study import _storage
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+_storage(sys.argv[1])
+"""
+
+
+def test_workers_that_open_an_empty_storage_at_the_same_instant_all_succeed(team_stack: dict[str, str]) -> None:
+    """Prefect workers start together on a new database: the tables' creation races, and no worker may lose it
+    (PostgreSQL refuses the second `CREATE TYPE` with a duplicate key)."""
+    import uuid
+
+    import optuna
+    import sqlalchemy
+
+    base = team_stack["VARIANTLAB_OPTUNA_STORAGE"]
+    schema = f"race_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(base)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    url = f"{base}?options=-csearch_path%3D{schema}"
+    try:
+        start = time.time() + 3.0
+        procs = [
+            subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, url, str(start)], stderr=subprocess.PIPE, text=True)
+            for _ in range(6)
+        ]
+        logs = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, logs
+        assert optuna.get_all_study_summaries(url) == []  # the tables exist, in the fresh schema, and are empty
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()

@@ -136,8 +136,13 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
     import mlflow
 
     from variantlab.config import TfidfVariant
-    from variantlab.core.baseline import plain_vocabulary, tfidf_pipeline
-    from variantlab.io.models import encoder_model_kwargs, sklearn_model_kwargs, stage_encoder_artifacts
+    from variantlab.core.baseline import tfidf_pipeline
+    from variantlab.io.models import (
+        encoder_model_kwargs,
+        plain_vocabulary,
+        sklearn_model_kwargs,
+        stage_encoder_artifacts,
+    )
 
     data = tiny_sentences(90).assign(
         label=lambda f: np.where(f["rating"] > 1, "positive", np.where(f["rating"] < -1, "negative", "neutral"))

@@ -37,18 +37,6 @@ def tfidf_pipeline(cfg: TfidfVariant, task: Task, seed: int) -> Pipeline:
     return Pipeline([("features", ColumnTransformer([("tfidf", vectorizer, "text")])), ("classifier", head)])
 
 
-def plain_vocabulary(pipeline: Pipeline) -> Pipeline:
-    """Make a fitted TF-IDF pipeline's vocabulary map words to Python ints instead of numpy scalars.
-
-    skops writes every numpy scalar as an array file of its own: a 50,000-word vocabulary took 58.7 s and 56 MB
-    to save, against 2.2 s with plain ints. The vectorizer transforms exactly as before.
-    """
-    for _, vectorizer, _ in pipeline.named_steps["features"].transformers_:
-        if isinstance(vectorizer, TfidfVectorizer):
-            vectorizer.vocabulary_ = {word: int(index) for word, index in vectorizer.vocabulary_.items()}
-    return pipeline
-
-
 def fit_linear_head(
     embeddings: np.ndarray,
     targets: np.ndarray,

@@ -51,11 +51,23 @@ def model_metadata(task: Task) -> dict[str, Any]:
     return {"variantlab_task": task.to_json()}
 
 
+def plain_vocabulary(pipeline: Any) -> Any:
+    """Make a fitted TF-IDF pipeline's vocabulary map words to Python ints instead of numpy scalars.
+
+    skops writes every numpy scalar as an array file of its own: a 50,000-word vocabulary took 58.7 s and 56 MB
+    to save, against 2.2 s with plain ints. The vectorizer transforms exactly as before.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    for _, vectorizer, _ in pipeline.named_steps["features"].transformers_:
+        if isinstance(vectorizer, TfidfVectorizer):
+            vectorizer.vocabulary_ = {word: int(index) for word, index in vectorizer.vocabulary_.items()}
+    return pipeline
+
+
 def sklearn_model_kwargs(pipeline: Any, workdir: Path, example: pd.DataFrame, task: Task) -> dict[str, Any]:
     """Write the pipeline as a skops file in ``workdir``; the pyfunc wrapper loads it with a fixed allow-list."""
     import skops.io
-
-    from variantlab.core.baseline import plain_vocabulary
 
     skops.io.dump(plain_vocabulary(pipeline), workdir / "model.skops")
     return {

@@ -55,17 +55,32 @@ def ensure_storage(search: SearchConfig, root: Path) -> str:
     return url
 
 
-def _storage(url: str) -> optuna.storages.RDBStorage:
+def _storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Open (and on first use create) the storage.
+
+    Workers started at the same instant on an empty database race to create its tables: PostgreSQL refuses
+    the second ``CREATE TYPE`` with a duplicate-key error. Creation checks what exists first, so the loser
+    simply opens the storage again once the winner has committed.
+    """
+    from sqlalchemy.exc import DBAPIError
+
     engine: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=3 * HEARTBEAT_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=3 * HEARTBEAT_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+        except DBAPIError as error:
+            if attempt == attempts:
+                raise TrainingError(f"cannot open the Optuna storage {redacted(url)}: {error.orig}") from error
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def open_study(
