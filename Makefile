@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup fetch run test test-slow test-fast lint format bench bench-search bench-prefect ui lock clean prefect-server deploy worker serve \
+.PHONY: help setup fetch run test test-slow test-fast lint format bench bench-search bench-prefect ui lock clean prefect-server deploy worker serve serve-flows serve-model \
 	stack-up stack-down stack-status remote bench-stack profile
 
 help:  ## list the targets
@@ -85,8 +85,13 @@ deploy: $(STAMP)  ## create the process work pool and the deployments of prefect
 worker: $(STAMP)  ## a process worker that runs the deployments' flow runs from this checkout
 	$(BIN)/prefect worker start --pool variantlab-process
 
-serve: $(STAMP)  ## serve both deployments from one process (no work pool, no worker)
-	$(BIN)/variantlab serve
+serve-model: $(STAMP)  ## serve the champion over HTTP on http://127.0.0.1:5001 (/invocations, /feedback, /metrics)
+	$(BIN)/variantlab serve-model
+
+serve-flows: $(STAMP)  ## serve the Prefect deployments from one process (no work pool, no worker)
+	$(BIN)/variantlab serve-flows
+
+serve: serve-flows  ## old name of serve-flows
 
 stack-up: $(STAMP)  ## the team stack without Docker: PostgreSQL, S3 (moto), MLflow server, Prefect server
 	bash infra/local/up.sh

@@ -230,6 +230,36 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve_model(args: argparse.Namespace) -> int:
+    from variantlab.config import ServeConfig, load_params
+    from variantlab.io.tracking import project_root, tracking_uri
+    from variantlab.serving.app import ServeSettings, serve
+    from variantlab.serving.log import log_url
+
+    root = project_root()
+    has_params = (root / "params.yaml").is_file()
+    params = load_params(root / "params.yaml") if has_params else None
+    cfg = params.serve if params else ServeConfig()
+    if args.model_uri is None and params is None:
+        raise VariantlabError("give a model URI (models:/<name>@champion) or run this in a project with params.yaml")
+    uri = args.model_uri or f"models:/{params.registered_model}@champion"  # type: ignore[union-attr]
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri(root))
+    settings = ServeSettings(
+        model_uri=uri,
+        log_url=log_url(args.log_url or cfg.log_url, root),
+        store_text=cfg.store_text and not args.no_store_text,
+        max_text_chars=cfg.max_text_chars,
+        max_rows=cfg.max_rows,
+        max_body_bytes=cfg.max_body_bytes,
+        batch_window_ms=cfg.batch_window_ms if args.batch_window_ms is None else args.batch_window_ms,
+        max_batch=args.max_batch or cfg.max_batch,
+        poll_s=args.poll_s or cfg.poll_s,
+        log_flush_ms=cfg.log_flush_ms,
+    )
+    serve(settings, args.host or cfg.host, cfg.port if args.port is None else args.port)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from variantlab.io.tracking import project_root
 
@@ -330,9 +360,39 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=256)
     predict.add_argument("--proba", action="store_true", help="add a p_<class> column per class")
     predict.set_defaults(func=_cmd_predict)
-    serve = sub.add_parser("serve", help="serve the Prefect deployments from this process (no work pool needed)")
-    serve.add_argument("--cron", help="schedule of nightly-retrain (default: 0 2 * * *, UTC)")
-    serve.set_defaults(func=_cmd_serve)
+    model = sub.add_parser(
+        "serve-model",
+        help="serve the champion over HTTP (MLflow's /invocations, plus /feedback, /metrics; follows @champion)",
+        description=(
+            "Serve a registered model on MLflow's scoring protocol (POST /invocations, GET /ping /health /version), "
+            "log every prediction, take feedback (POST /feedback) and export Prometheus metrics (GET /metrics). "
+            "Served by alias, it switches to the alias's new version in the background when the alias moves. "
+            "Example: variantlab serve-model --port 5001, then "
+            """curl -d '{"inputs": {"text": ["what a day"]}}' -H 'Content-Type: application/json' """
+            "http://127.0.0.1:5001/invocations"
+        ),
+    )
+    model.add_argument("model_uri", nargs="?", help="any models:/ URI (default: models:/<registered model>@champion)")
+    model.add_argument("--host", help="default: serve.host in params.yaml (127.0.0.1)")
+    model.add_argument("--port", type=int, help="default: serve.port in params.yaml (5001)")
+    model.add_argument("--log-url", help="SQLAlchemy URL of the prediction log (default: serve.log_url)")
+    model.add_argument("--no-store-text", action="store_true", help="log each input's sha256, not its text")
+    model.add_argument("--max-batch", type=int, help="rows per model call (1: no micro-batching)")
+    model.add_argument("--batch-window-ms", type=float, help="how long a batch waits for requests in flight")
+    model.add_argument("--poll-s", type=float, help="how often to check where @champion points")
+    model.set_defaults(func=_cmd_serve_model)
+    flows = sub.add_parser(
+        "serve-flows",
+        aliases=["serve"],
+        help="serve the Prefect deployments from this process, no work pool needed (`serve` is its old name)",
+        description=(
+            "Serve the Prefect deployments (nightly-retrain, retrain-on-new-data, search-trials, feedback-to-retrain) "
+            "from this process on PREFECT_API_URL; no work pool or worker needed. "
+            "Example: variantlab serve-flows --cron '0 3 * * *'"
+        ),
+    )
+    flows.add_argument("--cron", help="schedule of nightly-retrain (default: 0 2 * * *, UTC)")
+    flows.set_defaults(func=_cmd_serve)
     stack = sub.add_parser("stack", help="the team stack on this machine, without Docker (infra/local)")
     stack.add_argument("action", choices=["up", "down", "status", "env"])
     stack.add_argument("--state", type=Path, default=Path(".variantlab/stack"), help="where its data and logs live")

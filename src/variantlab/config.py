@@ -383,6 +383,32 @@ class FeedbackConfig(Strict):
     reject_on_drift: bool = False  # drift is reported; with true, drifted data is refused like invalid data
 
 
+class ServeConfig(Strict):
+    """``variantlab serve-model``: the HTTP service of the champion, its prediction log and its feedback."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5001, ge=0, le=65535)
+    # SQLAlchemy URL of the prediction log; null: $VARIANTLAB_PREDICTION_LOG, else sqlite:///.variantlab/predictions.db
+    log_url: str | None = None
+    store_text: bool = True  # false: only each input's sha256 is kept (then feedback cannot become training data)
+    max_text_chars: int = Field(10_000, ge=1)  # a longer text is refused (413) before the model sees it
+    max_rows: int = Field(1_000, ge=1)  # rows per request
+    max_body_bytes: int = Field(4_000_000, ge=1_000)
+    batch_window_ms: float = Field(2.0, ge=0)  # how long a batch waits for requests already in flight
+    max_batch: int = Field(64, ge=1)  # rows per model call; 1 answers one request at a time
+    poll_s: float = Field(5.0, gt=0)  # how often the service checks where @champion points
+    log_flush_ms: float = Field(50.0, gt=0)  # predictions are written in batches at most this old
+
+
+class FeedbackExportConfig(Strict):
+    """The feedback-to-retrain deployment: when logged feedback becomes a new data file for retrain-on-new-data."""
+
+    min_rows: int = Field(200, ge=1)  # export once this many labelled predictions wait ...
+    max_age_hours: float | None = Field(168.0, gt=0)  # ... or when the oldest waiting one is this old
+    check_every_minutes: float = Field(60.0, gt=0)  # the deployment's schedule
+    live_drift_window: int = Field(2_000, ge=10)  # the latest logged inputs compared with the training data
+
+
 class RemoteConfig(Strict):
     """The DVC remote that ``variantlab remote`` (``make remote``) configures: data and models go there on push."""
 
@@ -410,6 +436,8 @@ class Params(Strict):
     variants: dict[str, Variant] = Field(min_length=1)
     promotion: PromotionConfig = PromotionConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    serve: ServeConfig = ServeConfig()
+    feedback_export: FeedbackExportConfig = FeedbackExportConfig()
     remote: RemoteConfig = RemoteConfig()
 
     @model_validator(mode="after")

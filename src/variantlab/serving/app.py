@@ -1,0 +1,409 @@
+"""``variantlab serve-model``: the champion over HTTP, on MLflow's scoring protocol, with a prediction log,
+feedback and Prometheus metrics.
+
+Routes: ``POST /invocations`` (MLflow's JSON payloads ``dataframe_split``, ``dataframe_records``, ``instances``,
+``inputs``, optional ``params``; or CSV), ``GET /ping`` and ``/health`` (200 once a model is loaded, 503 before),
+``GET /version`` (MLflow's version, as MLflow's server answers), ``POST /feedback``, ``GET /metrics``.
+
+``/invocations`` answers MLflow's ``{"predictions": [...]}`` and adds ``model_name``, ``model_version`` and one
+``prediction_ids`` entry per row (MLflow's clients read ``predictions`` and ignore the rest). Every response
+carries ``X-Model-Version``. Errors use MLflow's body, ``{"error_code": ..., "message": ...}``, with one message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from io import StringIO
+from typing import Any
+
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from variantlab.console import info
+from variantlab.core.task import Task
+from variantlab.serving.batcher import MicroBatcher
+from variantlab.serving.log import DuplicateFeedback, PredictionLog, UnknownPrediction, now
+from variantlab.serving.metrics import ServeMetrics
+from variantlab.serving.slot import Loaded, ModelSlot, NoModelYet
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_ALREADY_EXISTS",
+    413: "REQUEST_LIMIT_EXCEEDED",
+    415: "BAD_REQUEST",
+    422: "INVALID_PARAMETER_VALUE",
+    500: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+FEEDBACK_KEYS = ("prediction_id", "label", "value", "domain")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model_uri: str
+    log_url: str
+    store_text: bool = True
+    max_text_chars: int = 10_000
+    max_rows: int = 1_000
+    max_body_bytes: int = 4_000_000
+    batch_window_ms: float = 2.0
+    max_batch: int = 64
+    poll_s: float = 5.0
+    log_flush_ms: float = 50.0
+
+
+class Problem(Exception):
+    """A request the service refuses: one status, one message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload, allow_nan=False), status, headers=headers, media_type="application/json")
+
+
+def problem_response(error: Problem, headers: dict[str, str] | None = None) -> Response:
+    code = ERROR_CODES.get(error.status, "BAD_REQUEST")
+    return _json({"error_code": code, "message": error.message}, error.status, headers)
+
+
+# ---- requests ----
+def parse_invocation(body: bytes, content_type: str | None) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """The request's rows and params, read as MLflow's scoring server reads them."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
+
+    mime = (content_type or "").split(";")[0].strip().lower()
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Problem(400, f"the body is not UTF-8: {error.reason} at byte {error.start}") from None
+    if mime == "text/csv":
+        try:
+            return parse_csv_input(StringIO(text)), None
+        except MlflowException as error:
+            raise Problem(400, f"malformed CSV: {error.message.splitlines()[0]}") from None
+    if mime != "application/json":
+        raise Problem(415, f"Content-Type must be application/json or text/csv, got '{mime or 'none'}'")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise Problem(400, f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    if not isinstance(payload, dict):
+        raise Problem(400, f"the JSON body must be an object with one of {', '.join(FORMATS)}")
+    formats = [k for k in payload if k in FORMATS]
+    unknown = [k for k in payload if k not in (*FORMATS, "params")]
+    if unknown:
+        raise Problem(400, f"unexpected key {unknown[0]!r} (expected one of {', '.join(FORMATS)}, and 'params')")
+    if len(formats) != 1:
+        raise Problem(400, f"the body needs exactly one of {', '.join(FORMATS)}, got {len(formats)}")
+    params = payload.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise Problem(400, "'params' must be an object")
+    try:
+        data = infer_and_parse_data({formats[0]: payload[formats[0]]})
+    except (MlflowException, ValueError, TypeError, KeyError) as error:
+        said = error.message if isinstance(error, MlflowException) else str(error)
+        raise Problem(400, f"cannot read '{formats[0]}': {said.splitlines()[0] if said else type(error).__name__}")
+    if isinstance(data, dict):
+        try:
+            data = pd.DataFrame(data)
+        except ValueError as error:
+            raise Problem(400, f"cannot read '{formats[0]}' as columns: {error}") from None
+    if not isinstance(data, pd.DataFrame):
+        raise Problem(400, f"'{formats[0]}' needs named columns (records or a split frame), not a bare array")
+    return data, params
+
+
+def check_rows(frame: pd.DataFrame, loaded: Loaded, settings: ServeSettings) -> pd.DataFrame:
+    """Exactly the model's columns; 1 to max_rows rows; every text a non-empty string within the size limit."""
+    names = [str(c) for c in frame.columns]
+    takes = ", ".join(loaded.columns)
+    missing = [c for c in loaded.columns if c not in names]
+    if missing:
+        raise Problem(400, f"missing column '{missing[0]}' (the model takes: {takes})")
+    extra = [c for c in names if c not in loaded.columns]
+    if extra:
+        raise Problem(400, f"unexpected column '{extra[0]}' (the model takes: {takes})")
+    if len(frame) == 0:
+        raise Problem(400, "no rows to predict")
+    if len(frame) > settings.max_rows:
+        raise Problem(413, f"{len(frame)} rows; at most {settings.max_rows} per request (serve.max_rows)")
+    for column in loaded.columns:
+        for row, value in enumerate(frame[column].tolist(), start=1):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                raise Problem(400, f"row {row}: '{column}' is missing")
+            if not isinstance(value, str):
+                raise Problem(400, f"row {row}: '{column}' must be a string, got {type(value).__name__}")
+            if not value.strip():
+                raise Problem(400, f"row {row}: '{column}' is empty")
+            if len(value) > settings.max_text_chars:
+                raise Problem(
+                    413,
+                    f"row {row}: '{column}' has {len(value)} characters; "
+                    f"the limit is {settings.max_text_chars} (serve.max_text_chars)",
+                )
+    return frame[list(loaded.columns)].reset_index(drop=True)
+
+
+def check_feedback(payload: Any, task: Task | None) -> tuple[str, str | None, float | None, str | None]:
+    """(prediction id, label, value, domain) of a feedback body, checked against the task."""
+    if not isinstance(payload, dict):
+        raise Problem(400, "the JSON body must be an object with 'prediction_id' and 'label' (or 'value')")
+    unknown = [k for k in payload if k not in FEEDBACK_KEYS]
+    if unknown:
+        raise Problem(400, f"unexpected key {unknown[0]!r} (expected: {', '.join(FEEDBACK_KEYS)})")
+    pid = payload.get("prediction_id")
+    if not isinstance(pid, str) or not pid.strip():
+        raise Problem(400, "'prediction_id' must be the id a prediction response gave")
+    domain = payload.get("domain")
+    if domain is not None and (not isinstance(domain, str) or not domain.strip() or len(domain) > 200):
+        raise Problem(400, "'domain' must be a non-empty string of at most 200 characters")
+    regression = task is not None and not task.is_classification
+    if regression or (task is None and "value" in payload):
+        if "label" in payload:
+            raise Problem(400, "this model predicts a number: send 'value', not 'label'")
+        value = payload.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise Problem(400, "'value' must be a finite number (the true target)")
+        if task is not None and task.value_range is not None:
+            low, high = task.value_range
+            if not low <= value <= high:
+                raise Problem(422, f"value {value} is outside the task's range [{low:g}, {high:g}]")
+        return pid, None, float(value), domain
+    if "value" in payload:
+        raise Problem(400, "this model predicts a label: send 'label', not 'value'")
+    label = payload.get("label")
+    known = ", ".join(task.labels) if task else ""
+    if not isinstance(label, str) or not label.strip():
+        raise Problem(400, "'label' must be the true label" + (f" (one of: {known})" if known else ""))
+    if task is not None:
+        spelled = {name.casefold(): name for name in task.labels}
+        if label.strip().casefold() not in spelled:
+            raise Problem(422, f"label '{label}' is not one of the task's labels: {known}")
+        label = spelled[label.strip().casefold()]
+    return pid, label.strip(), None, domain
+
+
+# ---- the app ----
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: PredictionLog | None = None) -> FastAPI:
+    metrics = ServeMetrics()
+    tasks: dict[str, Task | None] = {}  # each version's task, to check feedback on what that version answered
+
+    def switched(loaded: Loaded) -> None:
+        tasks[loaded.version] = loaded.task
+        metrics.served(loaded)
+
+    slot = slot or ModelSlot(settings.model_uri, poll_s=settings.poll_s)
+    slot.on_switch = switched
+    log = log or PredictionLog(settings.log_url, flush_ms=settings.log_flush_ms)
+    batcher = MicroBatcher(
+        slot, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch, on_batch=metrics.batch
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        log.start()
+        if not await asyncio.to_thread(slot.check):
+            info(f"serve-model: {settings.model_uri} points to no version yet; /ping answers 503 until it does")
+        slot.start()
+        batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            slot.stop()
+            log.close()
+
+    app = FastAPI(title="variantlab model server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.slot, app.state.log, app.state.batcher, app.state.metrics = slot, log, batcher, metrics
+
+    def headers() -> dict[str, str]:
+        loaded = slot.current
+        return {"X-Model-Version": loaded.version, "X-Model-Name": loaded.name} if loaded else {}
+
+    def observed(endpoint: str, handler: Handler) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except Problem as error:
+                response = problem_response(error, headers())
+            except Exception as error:  # a bug or a model failure: one line, counted, never a traceback page
+                info(f"serve-model: {endpoint} failed: {type(error).__name__}: {error}")
+                response = problem_response(Problem(500, f"{type(error).__name__}: {error}"), headers())
+            metrics.request(endpoint, response.status_code, time.perf_counter() - started)
+            return response
+
+        return wrapped
+
+    async def ping(_: Request) -> Response:
+        if slot.current is None:
+            raise Problem(503, f"no model loaded yet: {settings.model_uri} points to no version")
+        return Response("\n", 200, headers=headers(), media_type="application/json")
+
+    async def version(_: Request) -> Response:
+        from mlflow.version import VERSION
+
+        return Response(VERSION, 200, headers=headers(), media_type="application/json")
+
+    async def invocations(request: Request) -> Response:
+        batcher.in_flight += 1
+        try:
+            declared = request.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+                raise Problem(413, f"the body has {declared} bytes; the limit is {settings.max_body_bytes}")
+            body = await request.body()
+            if len(body) > settings.max_body_bytes:
+                raise Problem(413, f"the body has {len(body)} bytes; the limit is {settings.max_body_bytes}")
+            loaded = slot.current
+            if loaded is None:
+                raise Problem(503, f"no model loaded yet: {settings.model_uri} points to no version")
+            frame, params = parse_invocation(body, request.headers.get("content-type"))
+            frame = check_rows(frame, loaded, settings)
+            try:
+                answer = await batcher.predict(frame, params)
+            except NoModelYet as error:
+                raise Problem(503, str(error)) from None
+            except Exception as error:
+                from mlflow.exceptions import MlflowException
+
+                if isinstance(error, MlflowException) and error.get_http_status_code() < 500:
+                    raise Problem(400, error.message.splitlines()[0]) from None
+                raise
+        finally:
+            batcher.in_flight -= 1
+        ids = [uuid.uuid4().hex for _ in range(len(frame))]
+        latency_ms = answer.model_seconds * 1000
+        when = now()
+        texts = frame[loaded.columns[0]].tolist()
+        log.record(
+            [
+                {
+                    "id": pid,
+                    "created_at": when,
+                    "model_name": answer.loaded.name,
+                    "model_version": answer.loaded.version,
+                    "input_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                    "text": text if settings.store_text else None,
+                    "output": json.dumps(out),
+                    "latency_ms": latency_ms,
+                    "batch_rows": answer.batch_rows,
+                }
+                for pid, text, out in zip(ids, texts, answer.outputs, strict=True)
+            ]
+        )
+        metrics.predicted(len(ids))
+        body = {
+            "predictions": answer.outputs,
+            "model_name": answer.loaded.name,
+            "model_version": answer.loaded.version,
+            "prediction_ids": ids,
+        }
+        return _json(body, headers={"X-Model-Version": answer.loaded.version, "X-Model-Name": answer.loaded.name})
+
+    async def post_feedback(request: Request) -> Response:
+        body = await request.body()
+        if len(body) > 100_000:
+            raise Problem(413, f"the body has {len(body)} bytes; feedback is at most 100000")
+        try:
+            payload = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise Problem(400, f"malformed JSON: {error}") from None
+        pid = payload.get("prediction_id") if isinstance(payload, dict) else None
+        try:
+            logged = await asyncio.to_thread(log.get, pid) if isinstance(pid, str) else None
+        except UnknownPrediction as error:
+            metrics.feedback("unknown")
+            raise Problem(404, str(error)) from None
+        current = slot.current
+        task = tasks.get(logged.model_version) if logged else None
+        task = task or (current.task if current else None)
+        pid, label, value, domain = check_feedback(payload, task)
+        try:
+            await asyncio.to_thread(log.add_feedback, pid, label=label, value=value, domain=domain)
+        except DuplicateFeedback as error:
+            metrics.feedback("duplicate")
+            raise Problem(409, str(error)) from None
+        except UnknownPrediction as error:
+            metrics.feedback("unknown")
+            raise Problem(404, str(error)) from None
+        metrics.feedback("accepted")
+        accepted = {"prediction_id": pid, "accepted": True, "label": label, "value": value}
+        return _json({k: v for k, v in accepted.items() if v is not None}, 201, headers())
+
+    async def prometheus(_: Request) -> Response:
+        content, media = metrics.render()
+        return Response(content, 200, headers=headers(), media_type=media)
+
+    for path, endpoint, method, handler in (
+        ("/ping", "ping", "GET", ping),
+        ("/health", "health", "GET", ping),
+        ("/version", "version", "GET", version),
+        ("/invocations", "invocations", "POST", invocations),
+        ("/feedback", "feedback", "POST", post_feedback),
+        ("/metrics", "metrics", "GET", prometheus),
+    ):
+        app.add_api_route(path, observed(endpoint, handler), methods=[method], include_in_schema=False)
+    return app
+
+
+def serve(settings: ServeSettings, host: str, port: int) -> None:
+    import uvicorn
+
+    from variantlab.serving.log import redacted
+
+    app = create_app(settings)
+    info(
+        f"serve-model: {settings.model_uri} on http://{host}:{port} (POST /invocations, POST /feedback, "
+        f"GET /ping /metrics); prediction log {redacted(settings.log_url)}"
+        + ("" if settings.store_text else " (texts not stored)")
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+
+
+@contextlib.contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 300) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread (tests, benchmarks, notebooks); yields its base URL."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the model server on {host}:{port} did not start")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError(f"the model server on {host}:{port} did not start in {timeout:.0f} s")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,267 @@
+"""The prediction log: every answer the service gave, and the feedback users sent about it.
+
+A real store behind SQLAlchemy: a SQLite file by default (``.variantlab/predictions.db``), the team stack's
+PostgreSQL when ``serve.log_url`` or ``$VARIANTLAB_PREDICTION_LOG`` names one. Predictions are written by one
+background thread in small batches (at most ``flush_ms`` old), so a request never waits on the disk; feedback
+is written at once, after the predictions still queued are flushed, so a prediction is always findable the
+moment its response has been sent. A crash loses at most the last ``flush_ms`` of predictions, never feedback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from variantlab.console import info
+from variantlab.errors import VariantlabError
+
+LOG_ENV = "VARIANTLAB_PREDICTION_LOG"
+DEFAULT_LOG = Path(".variantlab") / "predictions.db"
+
+metadata = sa.MetaData()
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_name", sa.String(256), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("input_sha256", sa.String(64), nullable=False),
+    sa.Column("text", sa.Text, nullable=True),  # null with --no-store-text
+    sa.Column("output", sa.Text, nullable=False),  # JSON: the label, the number, or the class probabilities
+    sa.Column("latency_ms", sa.Float, nullable=False),  # the request's time in the model, batch shared
+    sa.Column("batch_rows", sa.Integer, nullable=False),
+)
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("label", sa.Text, nullable=True),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("domain", sa.Text, nullable=True),
+    sa.Column("export_batch", sa.String(64), nullable=True, index=True),  # set once exported as training data
+)
+
+
+class UnknownPrediction(VariantlabError):
+    pass
+
+
+class DuplicateFeedback(VariantlabError):
+    pass
+
+
+def log_url(configured: str | None, root: Path) -> str:
+    url = configured or os.environ.get(LOG_ENV) or f"sqlite:///{root / DEFAULT_LOG}"
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def redacted(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _engine(url: str) -> sa.Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers (the export flow) never block the service's writes
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def create_tables(engine: sa.Engine, attempts: int = 5) -> None:
+    """Replicas started together race to create the tables; the loser finds them made and goes on."""
+    for attempt in range(1, attempts + 1):
+        try:
+            metadata.create_all(engine)
+            return
+        except sa.exc.DBAPIError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+
+
+@dataclass(frozen=True)
+class LoggedPrediction:
+    id: str
+    model_version: str
+    text: str | None
+    output: Any
+
+
+class PredictionLog:
+    def __init__(self, url: str, *, flush_ms: float = 50.0) -> None:
+        self.url = url
+        self.engine = _engine(url)
+        try:
+            create_tables(self.engine)
+        except sa.exc.DBAPIError as error:
+            raise VariantlabError(f"cannot open the prediction log {redacted(url)}: {error.orig}") from error
+        self._flush_s = flush_ms / 1000
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()  # guards _pending
+        self._write_lock = threading.Lock()  # one writer at a time, so a flush() returns after the rows landed
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._writer: threading.Thread | None = None
+        self.write_errors = 0
+
+    # ---- predictions ----
+    def start(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
+        self._writer.start()
+
+    def record(self, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._pending.extend(rows)
+        if self._writer is None:
+            self.flush()
+
+    def _write_loop(self) -> None:
+        while not self._closed.is_set():
+            self._closed.wait(self._flush_s)
+            try:
+                self.flush()
+            except Exception as error:  # the store is down: keep the rows and try again
+                self.write_errors += 1
+                info(f"prediction log: write failed, will retry: {error}")
+                time.sleep(min(5.0, self._flush_s * 10))
+
+    def flush(self) -> int:
+        with self._write_lock:
+            with self._lock:
+                rows, self._pending = self._pending, []
+            if not rows:
+                return 0
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(predictions.insert(), rows)
+            except Exception:
+                with self._lock:
+                    self._pending[:0] = rows
+                raise
+            return len(rows)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._writer is not None:
+            self._writer.join(timeout=10)
+        with contextlib.suppress(Exception):
+            self.flush()
+        self.engine.dispose()
+
+    def get(self, prediction_id: str) -> LoggedPrediction:
+        self.flush()
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(
+                    predictions.c.id, predictions.c.model_version, predictions.c.text, predictions.c.output
+                ).where(predictions.c.id == prediction_id)
+            ).first()
+        if row is None:
+            raise UnknownPrediction(f"no prediction with id '{prediction_id}'")
+        return LoggedPrediction(row.id, row.model_version, row.text, json.loads(row.output))
+
+    # ---- feedback ----
+    def add_feedback(
+        self, prediction_id: str, *, label: str | None, value: float | None, domain: str | None
+    ) -> LoggedPrediction:
+        logged = self.get(prediction_id)
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    feedback.insert().values(
+                        prediction_id=prediction_id, created_at=now(), label=label, value=value, domain=domain
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise DuplicateFeedback(f"prediction '{prediction_id}' already has feedback") from None
+        return logged
+
+    def waiting_feedback(self) -> Any:
+        """Feedback not yet exported, joined with its prediction (a data frame, oldest first)."""
+        import pandas as pd
+
+        query = (
+            sa.select(
+                feedback.c.prediction_id,
+                feedback.c.created_at,
+                feedback.c.label,
+                feedback.c.value,
+                feedback.c.domain,
+                predictions.c.text,
+                predictions.c.model_version,
+                predictions.c.output,
+            )
+            .join(predictions, predictions.c.id == feedback.c.prediction_id)
+            .where(feedback.c.export_batch.is_(None))
+            .order_by(feedback.c.created_at)
+        )
+        with self.engine.connect() as connection:
+            return pd.DataFrame(connection.execute(query).mappings().all(), columns=list(query.selected_columns.keys()))
+
+    def mark_exported(self, prediction_ids: list[str], batch: str) -> None:
+        with self.engine.begin() as connection:
+            for start in range(0, len(prediction_ids), 500):
+                chunk = prediction_ids[start : start + 500]
+                connection.execute(
+                    feedback.update().where(feedback.c.prediction_id.in_(chunk)).values(export_batch=batch)
+                )
+
+    def recent_inputs(self, limit: int) -> Any:
+        """The latest ``limit`` logged predictions with their texts and outputs (a data frame)."""
+        import pandas as pd
+
+        query = (
+            sa.select(predictions.c.text, predictions.c.output, predictions.c.created_at, predictions.c.model_version)
+            .where(predictions.c.text.is_not(None))
+            .order_by(predictions.c.created_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            frame = pd.DataFrame(
+                connection.execute(query).mappings().all(), columns=list(query.selected_columns.keys())
+            )
+        return frame.assign(output=frame["output"].map(json.loads)) if len(frame) else frame
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            return {
+                "predictions": int(
+                    connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
+                ),
+                "feedback": int(connection.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one()),
+            }
+
+
+@contextlib.contextmanager
+def opened(url: str) -> Iterator[PredictionLog]:
+    log = PredictionLog(url)
+    try:
+        yield log
+    finally:
+        log.close()
