@@ -1,4 +1,4 @@
-"""The deployments, for ``variantlab serve`` (``flow.serve``-style, no work pool or worker needed).
+"""The deployments, for ``variantlab serve-flows`` (``flow.serve``-style, no work pool or worker needed).
 
 The same deployments for a Prefect server and a process work pool are declared in ``prefect.yaml``
 (``make deploy``, then ``make worker``); keep the two in step (tests/flows check they agree).
@@ -14,9 +14,9 @@ TIMEZONE = "UTC"
 
 
 def build_deployments(root: Path, cron: str = NIGHTLY_CRON) -> list[Any]:
-    from prefect.schedules import Cron
+    from prefect.schedules import Cron, Interval
 
-    from pipelines.feedback import retrain_on_new_data
+    from pipelines.feedback import feedback_to_retrain, retrain_on_new_data
     from pipelines.retrain import retrain
     from pipelines.search import search
 
@@ -34,6 +34,16 @@ def build_deployments(root: Path, cron: str = NIGHTLY_CRON) -> list[Any]:
             description="Validate a new data file, measure drift, version it, retrain, promote through the gate.",
             tags=["variantlab"],
         ),
+        feedback_to_retrain.to_deployment(
+            name="feedback-to-retrain",
+            schedule=Interval(check_every_s(root), timezone=TIMEZONE),
+            parameters={"root": str(root)},
+            description=(
+                "Report the served inputs' drift; when feedback_export.min_rows labelled predictions wait (or the "
+                "oldest is feedback_export.max_age_hours old), export them and run retrain-on-new-data on them."
+            ),
+            tags=["variantlab"],
+        ),
         search.to_deployment(
             name="search-trials",
             parameters={"root": str(root), "variant": "minilm-lora", "workers": 1},
@@ -41,6 +51,12 @@ def build_deployments(root: Path, cron: str = NIGHTLY_CRON) -> list[Any]:
             tags=["variantlab"],
         ),
     ]
+
+
+def check_every_s(root: Path) -> int:
+    from variantlab.config import load_params
+
+    return round(load_params(root / "params.yaml").feedback_export.check_every_minutes * 60)
 
 
 def serve_all(root: Path, cron: str = NIGHTLY_CRON) -> None:

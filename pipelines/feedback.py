@@ -74,6 +74,37 @@ def _embedding_sample(params: Params, root: Path, texts: list[str], seed: int) -
     return embed_texts(encoder, tokenizer, sample, batch_size=64, max_length=128)
 
 
+def drift_checks(
+    project: Path, params: Params, task: Any, reference: Any, texts: Any, targets: Any, domains: Any | None
+) -> list[Any]:
+    """Label mix (or target distribution), domain mix, text length and embedding centroid against ``reference``
+    (the champion's training split). ``targets``: the true labels of new data, or what the model answered for
+    live inputs; ``domains`` None: not known (live inputs)."""
+    from variantlab.core.drift import DriftCheck, centroid_distance, length_shift, target_shift, total_variation
+
+    cfg = params.feedback
+    checks = []
+    if task.is_classification:
+        value, detail = total_variation(reference["label"], targets)
+        checks.append(DriftCheck("label_shift", value, cfg.max_label_shift, detail))
+    else:
+        value, detail = target_shift(reference["value"], targets)
+        checks.append(DriftCheck("target_shift", value, cfg.max_target_shift, detail))
+    if domains is not None:
+        value, detail = total_variation(reference["domain"], domains)
+        checks.append(DriftCheck("domain_shift", value, cfg.max_domain_shift, detail))
+    value, detail = length_shift(reference["text"], texts)
+    checks.append(DriftCheck("length_shift", value, cfg.max_length_shift, detail))
+    if params.models:
+        seed = params.project.seed
+        value, detail = centroid_distance(
+            _embedding_sample(params, project, reference["text"].tolist(), seed),
+            _embedding_sample(params, project, list(texts), seed),
+        )
+        checks.append(DriftCheck("centroid_distance", value, cfg.max_centroid_distance, detail))
+    return checks
+
+
 @task(name="measure-drift", task_run_name="measure-drift")
 def measure_drift(data_path: str, root: str) -> dict[str, Any]:
     """Label mix (or target distribution), domain mix, text length and embedding centroid against the champion's
@@ -81,14 +112,7 @@ def measure_drift(data_path: str, root: str) -> dict[str, Any]:
     import mlflow
     import pandas as pd
 
-    from variantlab.core.drift import (
-        DriftCheck,
-        DriftReport,
-        centroid_distance,
-        length_shift,
-        target_shift,
-        total_variation,
-    )
+    from variantlab.core.drift import DriftReport
     from variantlab.io.files import md5_file, write_json
     from variantlab.io.tracking import stage_run
 
@@ -103,24 +127,8 @@ def measure_drift(data_path: str, root: str) -> dict[str, Any]:
     reference = pd.read_parquet(reference_file)
     current = read_new_data(Path(data_path), params)
     task = project_task(project, params, current)
-    checks = []
-    if task.is_classification:
-        value, detail = total_variation(reference["label"], current["label"])
-        checks.append(DriftCheck("label_shift", value, cfg.max_label_shift, detail))
-    else:
-        value, detail = target_shift(reference["value"], current["value"])
-        checks.append(DriftCheck("target_shift", value, cfg.max_target_shift, detail))
-    value, detail = total_variation(reference["domain"], current["domain"])
-    checks.append(DriftCheck("domain_shift", value, cfg.max_domain_shift, detail))
-    value, detail = length_shift(reference["text"], current["text"])
-    checks.append(DriftCheck("length_shift", value, cfg.max_length_shift, detail))
-    if params.models:
-        seed = params.project.seed
-        value, detail = centroid_distance(
-            _embedding_sample(params, project, reference["text"].tolist(), seed),
-            _embedding_sample(params, project, current["text"].tolist(), seed),
-        )
-        checks.append(DriftCheck("centroid_distance", value, cfg.max_centroid_distance, detail))
+    target = current["label"] if task.is_classification else current["value"]
+    checks = drift_checks(project, params, task, reference, current["text"], target, current["domain"])
     report = DriftReport(checks, len(reference), len(current))
     payload = {**report.to_json(), "data_path": data_path, "reference": str(paths.split_path("train"))}
     with stage_run("drift", root=project, project=params.project.name) as run:
@@ -181,6 +189,140 @@ def retrain_on_new_data(
     appended = append_data(data_path, root)
     stages = retrain(root=root, variants=variants, profile=profile)
     return {"validation": validation, "drift": drift["drifted"], "appended": appended, "stages": stages}
+
+
+def _prediction_log(project: Path, params: Params) -> Any:
+    from variantlab.serving.log import PredictionLog, log_url
+
+    return PredictionLog(log_url(params.serve.log_url, project))
+
+
+@task(name="live-drift", task_run_name="live-drift")
+def live_drift(root: str) -> dict[str, Any]:
+    """The latest served inputs (``feedback_export.live_drift_window`` of them) and what the model answered,
+    against the training split: text length, embedding centroid, and the answered label mix (or target
+    distribution). Written to reports/live_drift.json and an MLflow run ``drift:live``."""
+    import mlflow
+    import pandas as pd
+
+    from variantlab.core.drift import DriftReport
+    from variantlab.io.files import write_json
+    from variantlab.io.tracking import stage_run
+
+    project = Path(root)
+    params = load_params(project / "params.yaml")
+    reference_file = project / paths.split_path("train")
+    log = _prediction_log(project, params)
+    try:
+        recent = log.recent_inputs(params.feedback_export.live_drift_window)
+    finally:
+        log.close()
+    if len(recent) < 10 or not reference_file.is_file():
+        why = "no training split yet" if not reference_file.is_file() else f"only {len(recent)} logged inputs"
+        get_run_logger().info("live drift skipped: %s", why)
+        return {"skipped": why, "current_rows": len(recent)}
+    reference = pd.read_parquet(reference_file)
+    task = project_task(project, params, reference)
+    answers = recent["output"]
+    if not task.is_classification:
+        answers = pd.to_numeric(answers, errors="coerce").dropna()
+    elif len(answers) and isinstance(answers.iloc[0], dict):  # probabilities: the most likely label
+        answers = answers.map(lambda p: max(p, key=p.get))
+    checks = drift_checks(project, params, task, reference, recent["text"], answers, None)
+    report = DriftReport(checks, len(reference), len(recent))
+    payload = {
+        **report.to_json(),
+        "window": {"from": str(recent["created_at"].min()), "to": str(recent["created_at"].max())},
+        "model_versions": sorted(recent["model_version"].astype(str).unique().tolist()),
+        "reference": str(paths.split_path("train")),
+        "note": "label_shift / target_shift compare what the model answered with the training labels",
+    }
+    with stage_run("drift:live", root=project, project=params.project.name) as run:
+        mlflow.log_metrics({f"live.{c.name}": c.value for c in checks})
+        mlflow.log_dict(payload, "live_drift.json")
+        payload["mlflow_run_id"] = run.info.run_id
+    write_json(project / paths.LIVE_DRIFT_REPORT, payload)
+    create_markdown_artifact(key="live-drift", markdown=report.to_markdown(), description="Drift of the served inputs")
+    if report.drifted:
+        get_run_logger().warning("live inputs drifted beyond the thresholds in %s", report.drifted)
+    return payload
+
+
+def export_due(waiting: int, oldest_age_hours: float | None, params: Params, force: bool) -> str | None:
+    """Why an export is due now, or None."""
+    cfg = params.feedback_export
+    if waiting == 0:
+        return None
+    if force:
+        return "forced"
+    if waiting >= cfg.min_rows:
+        return f"{waiting} rows waiting >= feedback_export.min_rows {cfg.min_rows}"
+    if cfg.max_age_hours is not None and oldest_age_hours is not None and oldest_age_hours >= cfg.max_age_hours:
+        return f"oldest waiting row is {oldest_age_hours:.1f} h old >= feedback_export.max_age_hours"
+    return None
+
+
+@task(name="export-feedback", task_run_name="export-feedback")
+def export_feedback(root: str, force: bool = False) -> dict[str, Any]:
+    """Write the feedback not yet exported (with its texts) as a data file in the task's own columns, and mark
+    it exported; the file stays under data/feedback/exports/ whatever the retrain decides."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from variantlab.config import RegressionTask
+    from variantlab.core.corpus import NO_DOMAIN
+    from variantlab.io.files import write_csv
+
+    project = Path(root)
+    params = load_params(project / "params.yaml")
+    log = _prediction_log(project, params)
+    try:
+        waiting = log.waiting_feedback()
+        usable = waiting[waiting["text"].notna()]
+        oldest = None
+        if len(usable):
+            first = pd.Timestamp(usable["created_at"].min())
+            first = first.tz_localize("UTC") if first.tzinfo is None else first
+            oldest = (pd.Timestamp.now(tz="UTC") - first).total_seconds() / 3600
+        reason = export_due(len(usable), oldest, params, force)
+        summary: dict[str, Any] = {"waiting": len(usable), "without_text": int(len(waiting) - len(usable))}
+        if summary["without_text"]:
+            get_run_logger().warning(
+                "%d feedback rows have no text (served with --no-store-text) and cannot become data",
+                summary["without_text"],
+            )
+        if reason is None:
+            get_run_logger().info("no export: %d rows waiting (%s)", len(usable), "not due")
+            return {**summary, "exported": 0, "path": None}
+        spec = params.task
+        target = spec.target_column if isinstance(spec, RegressionTask) else spec.label_column
+        values = usable["value"] if isinstance(spec, RegressionTask) else usable["label"]
+        frame = pd.DataFrame({"id": usable["prediction_id"], "text": usable["text"], target: values.to_numpy()})
+        if usable["domain"].notna().any():
+            frame["domain"] = usable["domain"].fillna(NO_DOMAIN).to_numpy()
+        batch = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = project / paths.FEEDBACK_EXPORTS / f"feedback-{batch}.csv"
+        write_csv(path, frame)
+        log.mark_exported(usable["prediction_id"].tolist(), batch)
+    finally:
+        log.close()
+    get_run_logger().info("exported %d feedback rows -> %s (%s)", len(frame), path, reason)
+    return {**summary, "exported": len(frame), "path": str(path), "batch": batch, "reason": reason}
+
+
+@flow(name="variantlab-feedback-to-retrain", log_prints=True)
+def feedback_to_retrain(
+    root: str = ".", force: bool = False, variants: list[str] | None = None, profile: str | None = None
+) -> dict[str, Any]:
+    """Report the drift of the served inputs; when enough feedback waits (or ``force``), export it and run
+    retrain-on-new-data on it: validate, drift, append, retrain, gate."""
+    drift = live_drift(root)
+    exported = export_feedback(root, force)
+    if not exported["path"]:
+        return {"live_drift": drift.get("drifted"), "exported": exported, "retrain": None}
+    retrained = retrain_on_new_data(exported["path"], root=root, variants=variants, profile=profile)
+    return {"live_drift": drift.get("drifted"), "exported": exported, "retrain": retrained}
 
 
 if __name__ == "__main__":

@@ -278,6 +278,10 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     stack = Stack(args.state, Ports(args.postgres_port, args.s3_port, args.mlflow_port, args.prefect_port))
     if args.action == "up":
         seconds = stack.up(info)
+        if args.serve_model:
+            from variantlab.io.tracking import project_root
+
+            seconds["model-server"] = stack.start_model_server(project_root(), args.model_server_port, info)
         if seconds:
             timings = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
             info(f"stack healthy ({timings}); use it with: set -a; source {stack.env_file}; set +a")
@@ -291,7 +295,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
         record = stack.record()
         for name, alive in stack.status().items():
             port = record.get("ports", {}).get(name, "-")
-            print(f"{name:<9} {'running' if alive else 'stopped':<8} {stack.host}:{port}")
+            print(f"{name:<12} {'running' if alive else 'stopped':<8} {stack.host}:{port}")
         return 0 if all(stack.status().values()) else 3
     elif args.action == "env":
         if not stack.env_file.exists():
@@ -399,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--purge", action="store_true", help="with down: also delete its data (runs, registry)")
     for service, port in (("postgres", 5433), ("s3", 9000), ("mlflow", 5000), ("prefect", 4200)):
         stack.add_argument(f"--{service}-port", type=int, default=port, help=f"default {port}; 0: any free port")
+    stack.add_argument(
+        "--serve-model", action="store_true", help="with up: also serve this project's @champion (serve-model)"
+    )
+    stack.add_argument("--model-server-port", type=int, default=5001, help="default 5001; 0: any free port")
     stack.set_defaults(func=_cmd_stack)
     remote = sub.add_parser("remote", help="make params.yaml's remote (or the team stack's bucket) DVC's default")
     remote.add_argument("--url", help="override remote.url")

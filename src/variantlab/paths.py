@@ -61,7 +61,9 @@ def reliability_png(variant: str) -> Path:
 
 FEEDBACK_DIR = Path("data/feedback")
 FEEDBACK_FILE = FEEDBACK_DIR / "accepted.parquet"  # accepted new data, appended by the feedback flow (DVC-tracked)
+FEEDBACK_EXPORTS = FEEDBACK_DIR / "exports"  # feedback rows the service logged, one CSV per export
 FEEDBACK_ID_PREFIX = "feedback:"  # ids of accepted rows; prepare puts them in the training split only
 DRIFT_REPORT = REPORTS_DIR / "drift.json"
+LIVE_DRIFT_REPORT = REPORTS_DIR / "live_drift.json"  # served inputs against the training split
 PARETO_PNG = REPORTS_DIR / "pareto.png"
 PROMOTION_DRY_RUN = REPORTS_DIR / "promotion.dry-run.json"

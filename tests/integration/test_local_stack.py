@@ -50,11 +50,25 @@ def test_stack_starts_healthy_stops_cleanly_and_keeps_its_database(tmp_path: Pat
         code, said = stack(state, "status")
         assert code == 3 and "running" not in said
 
-        code, said = stack(state, "up")  # warm: the cluster exists, the run is still there
+        # warm: the cluster exists, the run is still there; and the model server joins the stack
+        code, said = stack(state, "up", "--serve-model", "--model-server-port=0")
         assert code == 0, said
         env = clean_env(**read_env_file(state / "stack.env"))
         counted = run(REPO, "-c", LOG_AND_COUNT, "count", env=env)
         assert counted.returncode == 0 and counted.stdout.strip().endswith("1"), counted.stderr[-2000:]
+        assert env["VARIANTLAB_PREDICTION_LOG"].startswith("postgresql") and env["VARIANTLAB_PREDICTION_LOG"].endswith(
+            "/serving"
+        )
+        code, said = stack(state, "status")
+        assert code == 0 and said.count("running") == 5 and "model-server" in said, said
+        served = json.loads((state / "stack.json").read_text())
+        base = f"http://127.0.0.1:{served['ports']['model-server']}"
+        import httpx
+
+        assert httpx.get(f"{base}/version").status_code == 200
+        assert httpx.get(f"{base}/ping").status_code == 503  # nothing promoted on this stack yet: not ready
     finally:
         stack(state, "down", "--purge")
     assert not state.exists(), "down --purge must delete the state folder"
+    if "served" in locals():
+        assert not process_alive(served["pids"]["model-server"])

@@ -134,3 +134,90 @@ def test_new_data_is_validated_versioned_and_retrained_and_bad_data_changes_noth
     assert {c["name"] for c in drift["checks"]} == {"label_shift", "domain_shift", "length_shift", "centroid_distance"}
     report = json.loads((project / "reports/promotion.json").read_text())
     assert report["champion_before"] == "1"  # the gate decided against the champion the nightly run promoted
+
+
+def _label(rating: float) -> str:
+    return "positive" if rating >= 0.5 else "negative" if rating <= -0.5 else "neutral"
+
+
+def test_served_predictions_and_feedback_retrain_a_new_champion_that_the_service_switches_to(
+    deployed: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """serve -> predictions -> feedback -> the feedback-to-retrain deployment (export, validate, drift, append,
+    retrain, gate) -> a new champion -> the running service answers with it, never restarted."""
+    import socket
+    import time
+
+    import httpx
+
+    _, env = deployed
+    # a champion trained on 15 rows: it has not seen most of the words, so labelled feedback can beat it
+    weak = tiny_project(
+        tmp_path / "weak",
+        data=tiny_sentences(360, seed=3),
+        extra={"split": {"train_subsample": 15}, "feedback_export": {"min_rows": 150}},
+    )
+    first = run(weak, "-m", "variantlab.cli", "run", env=env, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert registry(weak)["aliases"]["champion"] == "1"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "serve.log").open("wb")
+    service = subprocess.Popen(
+        [sys.executable, "-m", "variantlab.cli", "serve-model", "--port", str(port), "--poll-s", "0.5"],
+        cwd=weak,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if client.get("/ping").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert service.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        users = tiny_sentences(200, seed=21)
+        users["text"] = users["text"] + " truly"  # what users send: sentences the corpus does not hold
+        answered = client.post("/invocations", json={"inputs": {"text": users["text"].tolist()}}).json()
+        assert answered["model_version"] == "1"
+        wrong = sum(p != _label(r) for p, r in zip(answered["predictions"], users["rating"], strict=True))
+        for pid, rating, domain in zip(answered["prediction_ids"], users["rating"], users["domain"], strict=True):
+            sent = client.post("/feedback", json={"prediction_id": pid, "label": _label(rating), "domain": domain})
+            assert sent.status_code == 201, sent.text
+
+        result = trigger(weak, env, "variantlab-feedback-to-retrain/feedback-to-retrain", {"root": str(weak)})
+        assert result["state"] == "COMPLETED", result["message"]
+        for name in ("live-drift", "export-feedback", "validate-new-data", "measure-drift", "append-data"):
+            assert result["tasks"].get(name) == "COMPLETED", (name, result["tasks"])
+        exports = sorted((weak / "data/feedback/exports").glob("feedback-*.csv"))
+        assert len(exports) == 1 and len(pd.read_csv(exports[0])) == 200
+        assert len(pd.read_parquet(weak / "data/feedback/accepted.parquet")) == 200
+        live = json.loads((weak / "reports/live_drift.json").read_text())
+        assert live["current_rows"] == 200 and {c["name"] for c in live["checks"]} >= {"label_shift", "length_shift"}
+        report = json.loads((weak / "reports/promotion.json").read_text())
+        assert report["promote"], (wrong, report["reason"])
+        new = report["champion_after"]
+        assert new != "1" and registry(weak)["aliases"]["champion"] == new
+
+        deadline = time.monotonic() + 120
+        version = "1"
+        while version != new and time.monotonic() < deadline:
+            version = client.post("/invocations", json={"inputs": {"text": ["the day was great truly"]}}).json()[
+                "model_version"
+            ]
+            time.sleep(0.25)
+        assert version == new, (tmp_path / "serve.log").read_text()[-3000:]
+        assert service.poll() is None  # the same process: switched, not restarted
+        again = trigger(weak, env, "variantlab-feedback-to-retrain/feedback-to-retrain", {"root": str(weak)})
+        assert again["state"] == "COMPLETED" and "append-data" not in again["tasks"]  # nothing new waits
+        client.close()
+    finally:
+        stop(service)
+        log.close()

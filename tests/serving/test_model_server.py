@@ -93,9 +93,7 @@ def test_mlflow_payloads_are_answered_as_mlflow_answers_them(registry: Registry,
         assert all(set(p) == {"cold", "hot", "mild"} and abs(sum(p.values()) - 1) < 1e-6 for p in proba)  # type: ignore[union-attr]
 
 
-def test_every_prediction_is_logged_with_its_version_digest_text_and_latency(
-    registry: Registry, tmp_path: Path
-) -> None:
+def test_every_prediction_is_logged_with_version_digest_text_and_latency(registry: Registry, tmp_path: Path) -> None:
     import hashlib
 
     texts = registry.texts[:3]
@@ -204,7 +202,7 @@ def test_metrics_count_requests_errors_latency_and_the_served_version(registry: 
     assert "variantlab_serve_predictions_total 2.0" in text
 
 
-def test_concurrent_requests_share_model_calls_and_each_gets_its_own_answers(
+def test_concurrent_requests_share_model_calls_and_each_get_their_own_answers(
     registry: Registry, tmp_path: Path
 ) -> None:
     texts = registry.texts[:48]

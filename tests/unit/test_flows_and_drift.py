@@ -52,11 +52,16 @@ def test_served_deployments_match_prefect_yaml() -> None:
 
     declared = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
     served = {d.name: d for d in build_deployments(REPO)}
-    assert set(served) == set(declared) == {"nightly-retrain", "retrain-on-new-data", "search-trials"}
+    names = {"nightly-retrain", "retrain-on-new-data", "search-trials", "feedback-to-retrain"}
+    assert set(served) == set(declared) == names
     for name, deployment in served.items():
         assert deployment.entrypoint.replace("\\", "/").endswith(declared[name]["entrypoint"])
     crons = [s["cron"] for s in declared["nightly-retrain"]["schedules"]]
     assert [s.schedule.cron for s in served["nightly-retrain"].schedules] == crons == ["0 2 * * *"]
+    every = [s["interval"] for s in declared["feedback-to-retrain"]["schedules"]]
+    minutes = parse_params(yaml.safe_load((REPO / "params.yaml").read_text())).feedback_export.check_every_minutes
+    served_every = [s.schedule.interval.total_seconds() for s in served["feedback-to-retrain"].schedules]
+    assert served_every == every == [minutes * 60]
 
 
 def test_drift_measures() -> None:

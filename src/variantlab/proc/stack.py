@@ -38,8 +38,9 @@ from variantlab.proc.services import free_port, wait_http
 BUCKET = "variantlab"
 DB_USER = "variantlab"
 MLFLOW_ADMIN = "admin"
-DATABASES = ("mlflow", "mlflow_auth", "prefect", "optuna")
+DATABASES = ("mlflow", "mlflow_auth", "prefect", "optuna", "serving")
 SERVICES = ("postgres", "s3", "mlflow", "prefect")
+MODEL_SERVER = "model-server"  # optional: `variantlab stack up --serve-model`
 
 
 class StackError(VariantlabError):
@@ -121,6 +122,10 @@ class Stack:
             "VARIANTLAB_OPTUNA_STORAGE": (
                 f"postgresql+psycopg2://{DB_USER}:{s['POSTGRES_PASSWORD']}@{self.host}:{ports.postgres}/optuna"
             ),
+            # the model server's prediction log and feedback (variantlab serve-model, the feedback-to-retrain flow)
+            "VARIANTLAB_PREDICTION_LOG": (
+                f"postgresql+psycopg2://{DB_USER}:{s['POSTGRES_PASSWORD']}@{self.host}:{ports.postgres}/serving"
+            ),
         }
 
     # ---- lifecycle ----
@@ -155,10 +160,41 @@ class Stack:
         write_env_file(self.env_file, self.client_env(ports))
         return dict(record["seconds"])
 
+    def start_model_server(self, project: Path, port: int, progress: Callable[[str], None] = lambda _: None) -> float:
+        """``variantlab serve-model`` for ``project`` on the stack (registry, prediction log in its PostgreSQL)."""
+        record = self.record()
+        running = self.status()
+        if not all(running[name] for name in SERVICES):
+            raise StackError(f"the stack in {self.state} is not running: start it with `variantlab stack up`")
+        pid = record.get("pids", {}).get(MODEL_SERVER)
+        if pid and process_alive(pid):
+            progress(f"{MODEL_SERVER} already running on {self.host}:{record['ports'][MODEL_SERVER]}")
+            return 0.0
+        started = time.monotonic()
+        port = port or free_port()
+        progress(f"{MODEL_SERVER}: variantlab serve-model on {self.host}:{port} for {project}")
+        env = {**self.client_env(Ports(**record["ports"])), "VARIANTLAB_ROOT": str(project.resolve())}
+        argv = [sys.executable, "-m", "variantlab.cli", "serve-model", "--host", self.host, "--port", str(port)]
+        proc = self._spawn(MODEL_SERVER, argv, env, record)
+        record.setdefault("ports", {})[MODEL_SERVER] = port
+        try:
+            wait_http(f"http://{self.host}:{port}/version", 240, proc)  # up; /ping is 200 once a champion loads
+        except BaseException:
+            _kill_group(proc.pid)
+            record["pids"].pop(MODEL_SERVER, None)
+            raise
+        finally:
+            self._write_record(record)
+        return round(time.monotonic() - started, 2)
+
     def down(self) -> list[str]:
         """Stop what runs, newest first; returns the services stopped."""
         record = self.record()
         stopped = []
+        server = record.get("pids", {}).get(MODEL_SERVER)
+        if server and process_alive(server):
+            _kill_group(server)
+            stopped.append(MODEL_SERVER)
         for name in reversed(SERVICES):
             pid = record.get("pids", {}).get(name)
             if name == "postgres":
@@ -184,7 +220,9 @@ class Stack:
         pids = record.get("pids", {})
         out = {name: bool(pids.get(name)) and process_alive(pids[name]) for name in SERVICES if name != "postgres"}
         out["postgres"] = (self.pg_data() / "postmaster.pid").exists() and bool(pids.get("postgres"))
-        return {name: out[name] for name in SERVICES}
+        if MODEL_SERVER in pids:
+            out[MODEL_SERVER] = process_alive(pids[MODEL_SERVER])
+        return {name: out[name] for name in (*SERVICES, MODEL_SERVER) if name in out}
 
     # ---- services ----
     def _pg(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:

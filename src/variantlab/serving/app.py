@@ -118,7 +118,8 @@ def parse_invocation(body: bytes, content_type: str | None) -> tuple[pd.DataFram
         data = infer_and_parse_data({formats[0]: payload[formats[0]]})
     except (MlflowException, ValueError, TypeError, KeyError) as error:
         said = error.message if isinstance(error, MlflowException) else str(error)
-        raise Problem(400, f"cannot read '{formats[0]}': {said.splitlines()[0] if said else type(error).__name__}")
+        first = said.splitlines()[0] if said else type(error).__name__
+        raise Problem(400, f"cannot read '{formats[0]}': {first}") from None
     if isinstance(data, dict):
         try:
             data = pd.DataFrame(data)
@@ -311,13 +312,13 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
             ]
         )
         metrics.predicted(len(ids))
-        body = {
+        answered = {
             "predictions": answer.outputs,
             "model_name": answer.loaded.name,
             "model_version": answer.loaded.version,
             "prediction_ids": ids,
         }
-        return _json(body, headers={"X-Model-Version": answer.loaded.version, "X-Model-Name": answer.loaded.name})
+        return _json(answered, headers={"X-Model-Version": answer.loaded.version, "X-Model-Name": answer.loaded.name})
 
     async def post_feedback(request: Request) -> Response:
         body = await request.body()

@@ -10,6 +10,7 @@ so one bad input fails only its own request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -86,10 +87,8 @@ class MicroBatcher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def predict(self, frame: pd.DataFrame, params: dict[str, Any] | None) -> Answer:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()

@@ -105,6 +105,10 @@ def create_tables(engine: sa.Engine, attempts: int = 5) -> None:
             time.sleep(0.2 * attempt)
 
 
+def _names(query: sa.Select[Any]) -> list[str]:
+    return list(query.selected_columns.keys())
+
+
 @dataclass(frozen=True)
 class LoggedPrediction:
     id: str
@@ -222,7 +226,7 @@ class PredictionLog:
             .order_by(feedback.c.created_at)
         )
         with self.engine.connect() as connection:
-            return pd.DataFrame(connection.execute(query).mappings().all(), columns=list(query.selected_columns.keys()))
+            return pd.DataFrame(connection.execute(query).mappings().all(), columns=_names(query))
 
     def mark_exported(self, prediction_ids: list[str], batch: str) -> None:
         with self.engine.begin() as connection:
