@@ -286,6 +286,30 @@ def test_a_service_started_before_any_champion_answers_503_then_serves_it(regist
     assert rows(tmp_path, "predictions")[0]["model_version"] == "2"
 
 
+def test_a_version_that_cannot_load_leaves_the_old_one_serving(registry: Registry, tmp_path: Path) -> None:
+    import mlflow
+
+    client_registry = mlflow.MlflowClient()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "MLmodel").write_text("flavors: {python_function: {loader_module: no.such.module}}\n")
+    version = client_registry.create_model_version(CLASSIFIER, source=str(broken)).version
+    try:
+        with server(registry, tmp_path) as client:
+            client_registry.set_registered_model_alias(CLASSIFIER, "champion", version)
+            deadline = time.monotonic() + 10
+            failed = "variantlab_serve_model_load_failures_total 1.0"
+            while time.monotonic() < deadline and failed not in client.get("/metrics").text:
+                time.sleep(0.2)
+            time.sleep(1.0)  # several polls later: not retried at each poll, still version 1
+            body = predict(client, registry.texts[:2])
+            assert body["model_version"] == "1" and body["predictions"] == direct(registry, "1", registry.texts[:2])
+            assert failed in client.get("/metrics").text
+    finally:
+        client_registry.set_registered_model_alias(CLASSIFIER, "champion", "1")
+        client_registry.delete_model_version(CLASSIFIER, version)
+
+
 @pytest.mark.parametrize("argv", [["serve-model", "--help"], ["serve-flows", "--help"], ["serve", "--help"]])
 def test_the_two_serve_commands_have_distinct_names_and_the_old_one_still_works(
     argv: list[str], capsys: pytest.CaptureFixture[str]

@@ -214,6 +214,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
 
     slot = slot or ModelSlot(settings.model_uri, poll_s=settings.poll_s)
     slot.on_switch = switched
+    slot.on_failure = lambda _: metrics.load_failures.inc()
     log = log or PredictionLog(settings.log_url, flush_ms=settings.log_flush_ms)
     batcher = MicroBatcher(
         slot, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch, on_batch=metrics.batch

@@ -39,6 +39,11 @@ class ServeMetrics:
             registry=r,
         )
         self.switches = Counter("variantlab_serve_model_switches", "Model versions switched to", registry=r)
+        self.load_failures = Counter(
+            "variantlab_serve_model_load_failures",
+            "Versions that failed to load (the old one kept serving)",
+            registry=r,
+        )
         self.load_seconds = Gauge("variantlab_serve_model_load_seconds", "Load time of the served version", registry=r)
         self._served: tuple[str, str] | None = None
 

@@ -24,6 +24,9 @@ ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
 VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 
 
+RETRY_FAILED_S = 60.0  # a version that failed to load is tried again after this long, not at every poll
+
+
 class NoModelYet(VariantlabError):
     pass
 
@@ -66,12 +69,14 @@ class ModelSlot:
         self.uri = uri
         self.poll_s = poll_s
         self.on_switch = on_switch or (lambda _: None)
+        self.on_failure: Callable[[str], None] = lambda _: None  # called with the version that failed to load
         alias = ALIAS_URI.match(uri)
         fixed = VERSION_URI.match(uri)
         self.name = alias["name"] if alias else fixed["name"] if fixed else uri
         self.alias = alias["alias"] if alias else None
         self.current: Loaded | None = None
         self.load_failures = 0
+        self._failed: dict[str, float] = {}  # version -> when its load failed; retried after RETRY_FAILED_S
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._check_lock = threading.Lock()
@@ -97,11 +102,15 @@ class ModelSlot:
             version = self.target_version()
             if version is None or (self.current is not None and self.current.version == version):
                 return False
+            if time.monotonic() - self._failed.get(version, -RETRY_FAILED_S) < RETRY_FAILED_S:
+                return False
             uri = f"models:/{self.name}/{version}" if self.alias else self.uri
             try:
                 loaded = load(uri, self.name, version)
             except Exception as error:
                 self.load_failures += 1
+                self._failed[version] = time.monotonic()
+                self.on_failure(version)
                 kept = f"; still serving version {self.current.version}" if self.current else ""
                 info(f"serve-model: cannot load {uri}: {error}{kept}")
                 return False
