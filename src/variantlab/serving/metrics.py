@@ -41,7 +41,7 @@ class ServeMetrics:
         self.switches = Counter("variantlab_serve_model_switches", "Model versions switched to", registry=r)
         self.load_failures = Counter(
             "variantlab_serve_model_load_failures",
-            "Versions that failed to load (the old one kept serving)",
+            "Versions that failed to load (the old one served on)",
             registry=r,
         )
         self.load_seconds = Gauge("variantlab_serve_model_load_seconds", "Load time of the served version", registry=r)
