@@ -267,7 +267,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(root))  # the flows live in pipelines/ next to params.yaml
     from pipelines.deployments import NIGHTLY_CRON, serve_all
 
-    info(f"serving nightly-retrain ({args.cron or NIGHTLY_CRON} UTC) and retrain-on-new-data; Ctrl-C to stop")
+    info(
+        f"serving nightly-retrain ({args.cron or NIGHTLY_CRON} UTC), retrain-on-new-data, feedback-to-retrain and "
+        "search-trials; Ctrl-C to stop"
+    )
     serve_all(root, args.cron or NIGHTLY_CRON)
     return 0
 

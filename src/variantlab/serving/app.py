@@ -267,6 +267,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         return Response(VERSION, 200, headers=headers(), media_type="application/json")
 
     async def invocations(request: Request) -> Response:
+        arrived = time.perf_counter()
         batcher.in_flight += 1
         try:
             declared = request.headers.get("content-length")
@@ -293,7 +294,8 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         finally:
             batcher.in_flight -= 1
         ids = [uuid.uuid4().hex for _ in range(len(frame))]
-        latency_ms = answer.model_seconds * 1000
+        model_ms = answer.model_seconds * 1000
+        latency_ms = (time.perf_counter() - arrived) * 1000
         when = now()
         texts = frame[loaded.columns[0]].tolist()
         log.record(
@@ -307,6 +309,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
                     "text": text if settings.store_text else None,
                     "output": json.dumps(out),
                     "latency_ms": latency_ms,
+                    "model_ms": model_ms,
                     "batch_rows": answer.batch_rows,
                 }
                 for pid, text, out in zip(ids, texts, answer.outputs, strict=True)

@@ -39,7 +39,8 @@ predictions = sa.Table(
     sa.Column("input_sha256", sa.String(64), nullable=False),
     sa.Column("text", sa.Text, nullable=True),  # null with --no-store-text
     sa.Column("output", sa.Text, nullable=False),  # JSON: the label, the number, or the class probabilities
-    sa.Column("latency_ms", sa.Float, nullable=False),  # the request's time in the model, batch shared
+    sa.Column("latency_ms", sa.Float, nullable=False),  # the request's time in the service, arrival to answer
+    sa.Column("model_ms", sa.Float, nullable=False),  # its batch's model call (shared by the batch's rows)
     sa.Column("batch_rows", sa.Integer, nullable=False),
 )
 feedback = sa.Table(
