@@ -53,7 +53,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("serving-tests")
+    # artifacts under the test's folder, not ./mlruns of whatever directory pytest runs in
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("serving-tests", (root / "artifacts").as_uri()))
     data = tiny_sentences(150)
     labels = np.where(data["rating"] > 1, "hot", np.where(data["rating"] < -1, "cold", "mild"))
     for i, c in enumerate((0.05, 20.0), start=1):  # two versions that answer differently
