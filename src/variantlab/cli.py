@@ -20,7 +20,14 @@ from variantlab.errors import VariantlabError
 def _cmd_run(args: argparse.Namespace) -> int:
     from variantlab.config import load_params
     from variantlab.io import dvc
-    from variantlab.io.tracking import PARENT_ENV, pipeline_run, project_root, record_reused
+    from variantlab.io.tracking import (
+        PARENT_ENV,
+        attach_decision,
+        attach_leaderboard,
+        pipeline_run,
+        project_root,
+        record_reused,
+    )
 
     root = project_root()
     params = load_params(root / "params.yaml")
@@ -32,6 +39,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = dvc.repro(root, *args.targets, env=env, warm=True)
         for stage in result.skipped:
             record_reused(stage, root / dvc.metrics_file(stage), root=root, project=params.project.name)
+        if "compare" in result.skipped:  # DVC reused it: the leaderboard still belongs on this pipeline run
+            attach_leaderboard(root, parent.info.run_id)
+        if "promote" in result.skipped:
+            attach_decision(root, parent.info.run_id)
         mlflow.set_tags({"stages.ran": ",".join(result.ran)[:5000], "stages.reused": ",".join(result.skipped)[:5000]})
         mlflow.log_metrics({f"stage_seconds.{name.replace('@', '.')}": s for name, s in result.seconds.items()})
         if result.returncode != 0:  # end on the stage's own line: file, column, rows, what to do

@@ -140,6 +140,7 @@ def _label(rating: float) -> str:
     return "positive" if rating >= 0.5 else "negative" if rating <= -0.5 else "neutral"
 
 
+@pytest.mark.slow  # two pipeline runs and a flow run: about 3.5 minutes (make test-slow; CI runs it)
 def test_served_predictions_and_feedback_retrain_a_new_champion_that_the_service_switches_to(
     deployed: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:

@@ -169,3 +169,52 @@ def test_a_challenger_that_is_not_provably_better_stays_challenger(tmp_path: Pat
     else:  # a stayed first: it already is the champion, nothing new is registered
         assert "already the champion" in report["reason"]
         assert registry(project)["aliases"] == {"champion": "1", "challenger": "1"}
+
+
+MODELS_VIEW = """
+import json, sys, mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+client = mlflow.MlflowClient()
+experiment = mlflow.get_experiment_by_name(sys.argv[2])
+models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+runs = mlflow.search_runs([experiment.experiment_id], "tags.`variantlab.stage` = 'evaluate'", output_format="list")
+parent = mlflow.search_runs([experiment.experiment_id], "tags.`variantlab.stage` = 'pipeline'", output_format="list")
+version = client.get_model_version("variantlab-sentiment", "2")
+print(json.dumps({
+    "models": [{"name": m.name, "params": m.params, "id": m.model_id, "versions": m.tags.get("mlflow.modelVersions"),
+                "metrics": [[x.key, x.value, x.dataset_name] for x in m.metrics or []]} for m in models],
+    "evaluate": [{"variant": r.data.tags.get("variant"), "params": r.data.params, "metrics": r.data.metrics}
+                 for r in runs],
+    "parent_artifacts": [a.path for a in client.list_artifacts(parent[0].info.run_id)],
+    "parent_tags": parent[0].data.tags,
+    "version_source": version.source, "version_description": version.description,
+}))
+"""
+
+
+def test_every_variant_is_a_named_model_with_its_params_and_test_metrics(promoted: Path) -> None:
+    """The experiment's Models tab is the leaderboard; Compare on evaluate runs shows params beside metrics."""
+    import yaml
+
+    project_name = yaml.safe_load((promoted / "params.yaml").read_text())["project"]["name"]
+    shown = run(promoted, "-c", MODELS_VIEW, f"sqlite:///{promoted / 'mlflow.db'}", f"variantlab-{project_name}")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    view = json.loads(shown.stdout.strip().splitlines()[-1])
+    named = {m["name"]: m for m in view["models"]}
+    assert {"weak", "strong"} <= set(named), sorted(named)
+    for variant in ("weak", "strong"):
+        model = named[variant]
+        assert model["params"]["variant.kind"] == "tfidf-logreg"
+        test_f1 = [v for key, v, dataset in model["metrics"] if key == "macro_f1" and dataset == "test-split"]
+        evaluated = json.loads((promoted / f"metrics/eval/{variant}.json").read_text())
+        assert test_f1 and test_f1[-1] == pytest.approx(evaluated["macro_f1"]), model["metrics"]
+    last = {}
+    for r in view["evaluate"]:  # newest first: the second pipeline run's (weak's is a reused record)
+        last.setdefault(r["variant"], r)
+    assert last["strong"]["params"]["variant.max_features"] != last["weak"]["params"]["variant.max_features"]
+    assert all("macro_f1" in r["metrics"] and "variant.kind" in r["params"] for r in last.values())
+    assert {"leaderboard.json", "promotion.json", "pareto.png"} <= set(view["parent_artifacts"])
+    assert view["parent_tags"]["promoted"] == "true" and view["parent_tags"]["decision.variant"] == "strong"
+    assert view["version_source"] == f"models:/{named['strong']['id']}"  # the registered version is that model
+    assert json.loads(named["strong"]["versions"]) == [{"name": "variantlab-sentiment", "version": "2"}]
+    assert "Promoted to @champion" in view["version_description"]

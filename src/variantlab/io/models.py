@@ -156,15 +156,24 @@ def load_pyfunc(uri: str) -> Any:
     return mlflow.pyfunc.load_model(uri)
 
 
-def save_and_log(kwargs: dict[str, Any], local_dir: Path) -> str:
+def save_and_log(
+    kwargs: dict[str, Any], local_dir: Path, *, name: str = "model", params: dict[str, str] | None = None
+) -> str:
     """Save the pyfunc model to ``local_dir`` (a DVC out) and log the same model to the active MLflow run.
 
-    Returns the logged model's URI.
+    ``name`` is the logged model's name (the variant: the experiment's Models tab lists one row per variant) and
+    ``params`` are shown beside its metrics there. Returns the logged model's URI (``models:/<model id>``).
     """
     import mlflow
 
     with atomic_dir(local_dir) as staging:
         shutil.rmtree(staging)
         mlflow.pyfunc.save_model(path=str(staging), **kwargs)
-        info = mlflow.pyfunc.log_model(name="model", **kwargs)
+        info = mlflow.pyfunc.log_model(name=name, params=params, **kwargs)
     return str(info.model_uri)
+
+
+def model_id(model_uri: str) -> str | None:
+    """The logged model's id in ``models:/<id>`` (None for any other URI)."""
+    rest = model_uri.removeprefix("models:/")
+    return rest if rest != model_uri and rest.startswith("m-") and "/" not in rest else None

@@ -167,7 +167,26 @@ def register(name: str, model_uri: str, *, run_id: str, tags: dict[str, str], de
         description=description,
         model_id=_parse_model_id_if_present(model_uri),
     )
+    _link_logged_model(client, _parse_model_id_if_present(model_uri), name, str(mv.version))
     return RegisteredVersion(str(mv.version), run_id, tags)
+
+
+def _link_logged_model(client: Any, model_id: str | None, name: str, version: str) -> None:
+    """Name the version on its logged model (the tag MLflow's own ``register_model`` sets), so the model's page
+    and the experiment's Models tab show which registered versions it became."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    if model_id is None:
+        return
+    try:
+        model = client.get_logged_model(model_id)
+    except MlflowException:
+        return
+    versions = [*json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS) or "[]"), {"name": name, "version": version}]
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)})
 
 
 def history(name: str) -> list[AliasMove]:

@@ -200,7 +200,8 @@ def log_dvc_inputs(paths: Mapping[str, Path]) -> dict[str, str]:
     return digests
 
 
-def log_frame_input(frame: Any, *, name: str, source: Path, digest: str, context: str) -> None:
+def log_frame_input(frame: Any, *, name: str, source: Path, digest: str, context: str) -> Any:
+    """Log ``frame`` as an MLflow dataset input of the active run; returns the dataset (to link metrics to it)."""
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
@@ -209,6 +210,7 @@ def log_frame_input(frame: Any, *, name: str, source: Path, digest: str, context
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(frame, source=str(source), name=name, digest=digest[:32])
     mlflow.log_input(dataset, context=context)
+    return dataset
 
 
 @contextlib.contextmanager
@@ -267,4 +269,60 @@ def record_reused(stage: str, metrics_file: Path, *, root: Path, project: str) -
     run = client.create_run(
         configure(root, project), run_name=f"{stage_name}:{variant}" if variant else stage_name, tags=tags
     )
+    _copy_params_and_metrics(client, producer, run.info.run_id)
     client.set_terminated(run.info.run_id)
+
+
+def _copy_params_and_metrics(client: Any, source: str, target: str) -> None:
+    """The producing run's params and latest metrics on the reused run, so the latest pipeline run compares every
+    variant in the Runs view, whichever stages DVC skipped."""
+    import time
+
+    from mlflow.entities import Metric, Param
+    from mlflow.exceptions import MlflowException
+
+    try:
+        data = client.get_run(source).data
+    except MlflowException:
+        return
+    now = int(time.time() * 1000)
+    params = [Param(k, v) for k, v in data.params.items()]
+    metrics = [Metric(k, v, now, 0) for k, v in data.metrics.items()]
+    for start in range(0, max(len(params), len(metrics)), 100):
+        client.log_batch(target, metrics=metrics[start : start + 100], params=params[start : start + 100])
+
+
+def attach_leaderboard(root: Path, run_id: str) -> None:
+    """The leaderboard (an MLflow table, and its markdown, CSV and Pareto plot) on run ``run_id``: the pipeline
+    run, where people look first; also when DVC reused the compare stage."""
+    import mlflow
+    import pandas as pd
+
+    csv = root / paths.LEADERBOARD_CSV
+    if not csv.is_file():
+        return
+    client = mlflow.MlflowClient()
+    client.log_table(run_id, pd.read_csv(csv), "leaderboard.json")
+    for path in (paths.LEADERBOARD_MD, paths.LEADERBOARD_CSV, paths.PARETO_PNG):
+        if (root / path).is_file():
+            client.log_artifact(run_id, str(root / path))
+
+
+def attach_decision(root: Path, run_id: str) -> None:
+    """The promotion report and its verdict as tags on run ``run_id`` (the pipeline run)."""
+    import mlflow
+
+    from variantlab.io.files import read_json
+
+    report_file = root / paths.PROMOTION_REPORT
+    if not report_file.is_file():
+        return
+    report = dict(read_json(report_file))
+    client = mlflow.MlflowClient()
+    client.log_dict(run_id, report, "promotion.json")
+    tags = {"promoted": str(report.get("promote", False)).lower(), "reason": str(report.get("reason", ""))[:5000]}
+    chosen = (report.get("selection") or {}).get("challenger")
+    if chosen:
+        tags["decision.variant"] = str(chosen)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)

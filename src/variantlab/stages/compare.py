@@ -24,7 +24,7 @@ def run(ctx: StageContext) -> int:
     from variantlab.core.task import higher_is_better
     from variantlab.io.files import read_json, write_csv, write_text
     from variantlab.io.plots import pareto_png
-    from variantlab.io.tracking import PARENT_ENV, stage_run
+    from variantlab.io.tracking import PARENT_ENV, attach_leaderboard, stage_run
 
     names = sorted(ctx.params.variants)
     evals = {n: read_json(ctx.path(paths.eval_metrics(n))) for n in names}
@@ -46,9 +46,8 @@ def run(ctx: StageContext) -> int:
         for path in shown:
             mlflow.log_artifact(str(ctx.path(path)))
         parent = os.environ.get(PARENT_ENV)
-        if parent:  # the parent run is where people look first
-            for path in shown:
-                mlflow.MlflowClient().log_artifact(parent, str(ctx.path(path)))
+        if parent:  # the parent run is where people look first: the leaderboard as a table, and the plots
+            attach_leaderboard(ctx.root, parent)
     info(markdown)
     return 0
 

@@ -137,6 +137,28 @@ def _score_regression(ctx: StageContext, task: Task, model: Any, test: Any) -> S
 SCORERS = {"classification": _score_classification, "regression": _score_regression}
 
 
+def _link_to_training(trained: dict[str, Any]) -> str | None:
+    """Log the train run's params on the active evaluate run; the logged model's id if this store has it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from variantlab.io.models import model_id
+
+    try:
+        params = mlflow.get_run(trained["mlflow_run_id"]).data.params
+        mlflow.log_params(params)
+    except MlflowException as error:  # the train run lives in another store (a pulled DVC cache)
+        info(f"evaluate: train run {trained['mlflow_run_id']} not found here, params not copied: {error.message}")
+    found = model_id(str(trained.get("model_uri", "")))
+    if found is None:
+        return None
+    try:
+        mlflow.get_logged_model(found)
+    except MlflowException:
+        return None
+    return found
+
+
 def run(ctx: StageContext) -> int:
     import mlflow
     import pandas as pd
@@ -163,9 +185,10 @@ def run(ctx: StageContext) -> int:
             }
         )
         log_dvc_inputs({"test": test_file})
-        log_frame_input(
+        dataset = log_frame_input(
             test, name="test-split", source=paths.split_path("test"), digest=md5_file(test_file), context="testing"
         )
+        linked = _link_to_training(trained)  # the variant's params here too, so Compare shows params and metrics
         started = time.perf_counter()
         scoring = SCORERS[task.kind](ctx, task, model, test)
         elapsed = time.perf_counter() - started
@@ -205,14 +228,16 @@ def run(ctx: StageContext) -> int:
             "model_uri": trained["model_uri"],
             "mlflow_run_id": run.info.run_id,
         }
-        mlflow.log_metrics(
+        mlflow.log_metrics(  # on this run, and on the variant's logged model for the test dataset (Models tab)
             {
                 **scoring.logged,
                 "predict_per_s": record["predict_per_s"],
                 "model_size_mb": record["model_size_mb"],
                 **latency,
                 **{f"behaviour.{k}": v["pass_rate"] for k, v in behaviour.items()},
-            }
+            },
+            model_id=linked,
+            dataset=dataset if linked else None,
         )
         for plot in scoring.plots:
             mlflow.log_artifact(str(ctx.path(plot)), "plots")

@@ -188,7 +188,8 @@ def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, deci
         f"texts of the training split, evaluated in run {evaluated['mlflow_run_id']} on the frozen test set "
         f"(sha256 {evaluated['test_sha256'][:12]}, {evaluated['n_test']} texts): {metric} "
         f"{evaluated[metric]:.4f}. Pipeline run {os.environ.get(PARENT_ENV) or 'none (plain dvc repro)'}, "
-        f"git commit {git_commit(ctx.root)[:12]}; the runs' inputs name the data (MLflow datasets, DVC md5s)."
+        f"git commit {git_commit(ctx.root)[:12]}; the runs' inputs name the data (MLflow datasets, DVC md5s). "
+        + (f"Promoted to @champion: {reason}" if decision.promote else f"Not promoted (@challenger only): {reason}")
     )
     version = registry.register(
         name, trained["model_uri"], run_id=trained["mlflow_run_id"], tags=tags, description=description
@@ -228,7 +229,7 @@ def run(ctx: StageContext, *, dry: bool = False) -> int:
     from variantlab.io import registry
     from variantlab.io.files import write_json
     from variantlab.io.models import model_digest
-    from variantlab.io.tracking import configure, stage_run
+    from variantlab.io.tracking import PARENT_ENV, attach_decision, configure, stage_run
 
     cfg = ctx.params.promotion
     name = ctx.params.registered_model
@@ -305,8 +306,12 @@ def run(ctx: StageContext, *, dry: bool = False) -> int:
                         "paired_p": comparison.p_value,
                     }
                 )
-            mlflow.set_tags({"promoted": str(decision.promote).lower(), "reason": decision.reason[:5000]})
+            decided = {"promoted": str(decision.promote).lower(), "reason": decision.reason[:5000]}
+            mlflow.set_tags(decided)
             write_json(ctx.path(paths.PROMOTION_REPORT), report)
+            parent = os.environ.get(PARENT_ENV)
+            if parent:  # the decision where people look first: the pipeline run, beside the leaderboard
+                attach_decision(ctx.root, parent)
     verb = ("would promote" if dry else "promoted") if decision.promote else "not promoted"
     where = f"; report: {paths.PROMOTION_DRY_RUN}" if dry else ""
     info(f"promote: {verb} {best_name}: {decision.reason}; {name}@champion = v{report['champion_after']}{where}")

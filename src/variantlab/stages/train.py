@@ -614,7 +614,8 @@ def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = (), tr
         tempfile.TemporaryDirectory() as tmp,
     ):
         mlflow.set_tags({"strategy": cfg.kind, "task": task.describe()[:250]})
-        mlflow.log_params(flatten({"variant": cfg.model_dump(exclude={"search"}), "seed": ctx.params.project.seed}))
+        variant_params = flatten({"variant": cfg.model_dump(exclude={"search"}), "seed": ctx.params.project.seed})
+        mlflow.log_params(variant_params)
         if cfg.search is not None:
             mlflow.log_params(
                 {f"search.{k}": getattr(cfg.search, k) for k in ("trials", "sampler", "pruner", "timeout_s")}
@@ -636,7 +637,12 @@ def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = (), tr
         else:
             fitted = kind.fit(train, val, task, Path(tmp))
         train_time = time.perf_counter() - started
-        model_uri = save_and_log(fitted.write_model(), out_dir)
+        # the logged model carries the values it was fitted with (a searched variant: the best trial's)
+        fitted_cfg = final if cfg.search is not None else cfg
+        logged_params = flatten({"variant": fitted_cfg.model_dump(exclude={"search"}), "seed": ctx.params.project.seed})
+        model_uri = save_and_log(
+            fitted.write_model(), out_dir, name=ctx.variant, params={k: str(v) for k, v in logged_params.items()}
+        )
         size = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
         record = {
             "variant": ctx.variant,
