@@ -147,8 +147,37 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         "--port",
         str(args.port),
     ]
-    info(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    base = f"http://{args.host}:{args.port}"
+    info(f"MLflow UI on {base} (Ctrl-C to stop)")
+    for line in ui_links(root, base):
+        info(line)
     os.execv(sys.executable, argv)
+
+
+ML_VIEW = "workflowType=machine_learning"  # MLflow 3's sidebar defaults to its GenAI view; this opens the other
+
+
+def ui_links(root: Path, base: str) -> list[str]:
+    """Where to look first: the experiment's Models tab (the leaderboard) and Runs tab, in the model-training view."""
+    from variantlab.config import load_params
+    from variantlab.io.tracking import EXPERIMENT_PREFIX, tracking_uri
+
+    if not (root / "params.yaml").is_file():
+        return []
+    import mlflow
+
+    params = load_params(root / "params.yaml")
+    experiment = mlflow.MlflowClient(tracking_uri(root)).get_experiment_by_name(
+        f"{EXPERIMENT_PREFIX}{params.project.name}"
+    )
+    if experiment is None:
+        return ["no runs yet: `variantlab run` first"]
+    page = f"{base}/#/experiments/{experiment.experiment_id}"
+    return [
+        f"  Models (one row per variant, params and test metrics): {page}/models?{ML_VIEW}",
+        f"  Runs (select evaluate:<variant> runs, then Compare): {page}/runs?{ML_VIEW}",
+        f"  Registered model (@champion, @challenger): {base}/#/models/{params.registered_model}?{ML_VIEW}",
+    ]
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:

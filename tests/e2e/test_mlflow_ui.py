@@ -251,3 +251,27 @@ def test_parent_run_artifacts_hold_the_leaderboard_and_pareto_plot(
 
     WebDriverWait(browser, 30).until(preview)
     browser.save_screenshot(str(shots / "4-parent-artifacts.png"))
+
+
+def test_models_tab_lists_every_variant_by_name_with_its_macro_f1(
+    store: Store, ui: str, browser: Any, shots: Path
+) -> None:
+    """The experiment's Models tab is the leaderboard: one logged model per variant, named by it, with its test
+    macro-F1 (opened in the model-training view, as `variantlab ui` prints the link)."""
+    variants = sorted(name.split(":", 1)[1] for name in store.runs if name.startswith("evaluate:"))
+    url = f"{ui}/#/experiments/{store.experiment_id}/models?workflowType=machine_learning"
+    browser.set_window_size(3600, 1000)  # the grid renders only the columns in view; the metrics come last
+    text = open_page(browser, url, *variants, "macro_f1")
+    for variant in variants:
+        named = browser.find_element("xpath", f"//a[normalize-space(.)='{variant}']/ancestor::*[@role='row'][1]")
+        index = named.get_attribute("aria-rowindex") or named.get_attribute("row-index")
+        # the grid draws a row in parts (pinned name column, scrolled columns): join every part of this row
+        parts = browser.find_elements("xpath", f"//*[@role='row' and @aria-rowindex='{index}']") or [named]
+        header = browser.find_element("xpath", "//*[@role='columnheader'][.//*[normalize-space(text())='macro_f1']]")
+        column = header.get_attribute("aria-colindex")  # the test-split macro_f1 column (its col-id names the dataset)
+        assert "test-split" in str(header.get_attribute("col-id")), header.get_attribute("col-id")
+        cells = [c.text for p in parts for c in p.find_elements("xpath", f".//*[@aria-colindex='{column}']")]
+        expected = store.macro_f1[f"evaluate:{variant}"]
+        assert len(cells) == 1 and math.isclose(float(cells[0]), expected, abs_tol=6e-3), (variant, expected, cells)
+    assert "Agent versions" not in text  # the model-training view, not the GenAI one
+    browser.save_screenshot(str(shots / "0-models-tab.png"))
