@@ -3,6 +3,7 @@ tests/reliability/test_crashes.py and by every `variantlab run`)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -82,3 +83,17 @@ def test_an_unreachable_server_means_the_stage_runs_in_its_own_process(tmp_path:
     )
     assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr[-2000:]
     assert warm.delegate() is None  # in-process callers (pytest's __main__ is no stage module) never delegate
+
+
+def test_length_chunks_cover_every_text_once_and_keep_short_texts_apart_from_long_ones() -> None:
+    from variantlab.core.embeddings import length_chunks
+
+    lengths = sorted([12, 14, 15, 16, 40, 41, 45, 200, 210, 230] * 3)
+    chunks = length_chunks(lengths, batch_size=8)
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))  # contiguous, no gap, no overlap
+    assert all(0 < stop - start <= 8 for start, stop in chunks)
+    for start, stop in chunks:  # no batch pads a short text out to a long one
+        assert lengths[stop - 1] <= 1.25 * lengths[start] + 8
+    assert length_chunks([50] * 200, batch_size=64) == [(0, 64), (64, 128), (128, 192), (192, 200)]
+    assert length_chunks([], batch_size=8) == []

@@ -2,7 +2,7 @@
 
 One asyncio task takes the queued requests (up to ``max_batch`` rows, same ``params``), and, only while other
 requests are already in flight (received, not yet queued), waits up to ``window_s`` for them. A lone request is
-therefore never delayed; under load the model sees batches. The model runs in a worker thread, one batch at a
+therefore never delayed; under load the model sees batches. The model runs in one dedicated thread, one batch at a
 time, so the event loop keeps accepting requests meanwhile. A batch that fails is retried request by request,
 so one bad input fails only its own request.
 """
@@ -15,6 +15,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,11 +81,18 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._held: deque[_Item] = deque()
         self._task: asyncio.Task[None] | None = None
+        # One thread runs every model call: torch's OpenMP pool belongs to the calling thread, and the default
+        # executor's rotating threads would each start a pool of their own that spins against the others.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
 
+    async def _call(self, loaded: Loaded, frame: pd.DataFrame, params: dict[str, Any] | None) -> list[Any]:
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, run_model, loaded, frame, params)
+
     async def stop(self) -> None:
+        self._model_thread.shutdown(wait=False, cancel_futures=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,7 +147,7 @@ class MicroBatcher:
             frame = pd.concat([i.frame for i in items], ignore_index=True) if len(items) > 1 else items[0].frame
             started = time.perf_counter()
             try:
-                outputs = await asyncio.to_thread(run_model, loaded, frame, items[0].params)
+                outputs = await self._call(loaded, frame, items[0].params)
             except Exception as error:
                 if len(items) == 1:
                     _fail(items[0], error)
@@ -161,7 +169,7 @@ class MicroBatcher:
         for item in items:
             started = time.perf_counter()
             try:
-                outputs = await asyncio.to_thread(run_model, loaded, item.frame, item.params)
+                outputs = await self._call(loaded, item.frame, item.params)
             except Exception as error:
                 _fail(item, error)
                 continue
