@@ -275,3 +275,30 @@ def test_models_tab_lists_every_variant_by_name_with_its_macro_f1(
         assert len(cells) == 1 and math.isclose(float(cells[0]), expected, abs_tol=6e-3), (variant, expected, cells)
     assert "Agent versions" not in text  # the model-training view, not the GenAI one
     browser.save_screenshot(str(shots / "0-models-tab.png"))
+
+
+def test_comparing_two_variant_runs_shows_their_differing_params_and_metrics(
+    store: Store, ui: str, browser: Any, shots: Path
+) -> None:
+    """Two evaluate runs side by side: the variant's params (copied from its train run) and its test metrics on
+    the same page; with "Show diff only", a param they share disappears and one that differs stays."""
+    ids = [store.runs["evaluate:tfidf-logreg"], store.runs["evaluate:tiny-lora"]]
+    url = f"{ui}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([store.experiment_id])}"
+    text = open_page(browser, url, "Parameters", "variant.kind", "seed", "tfidf-logreg", "lora", "accuracy")
+    assert "variant.lora.rank" in text or "variant.C" in text, text[:3000]
+    shared, differing = re.compile(r"^seed\b", re.M), re.compile(r"^variant\.kind\s+tfidf-logreg\s+lora$", re.M)
+    shown = page_text(browser)  # a row reads "<param> <value of run 1> <value of run 2>"
+    assert shared.search(shown) and differing.search(shown), shown[-3000:]
+    switches = browser.find_elements(
+        "xpath", "//*[normalize-space(text())='Show diff only']/ancestor-or-self::*[.//button[@role='switch']][1]"
+    )
+    assert switches, "no 'Show diff only' switch on the compare page"
+    switches[0].find_element("xpath", ".//button[@role='switch']").click()
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def seed_gone(d: Any) -> bool:
+        shown = page_text(d)
+        return bool(differing.search(shown)) and not shared.search(shown)
+
+    WebDriverWait(browser, 30).until(seed_gone)  # the shared seed is hidden, the differing kind stays
+    browser.save_screenshot(str(shots / "2b-compare-diff-only.png"))
