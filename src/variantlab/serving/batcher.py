@@ -76,8 +76,6 @@ class MicroBatcher:
         self.window_s = window_s
         self.max_batch = max_batch
         self.in_flight = 0  # requests between arrival and answer (the app counts them)
-        self.batches = 0
-        self.rows = 0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._held: deque[_Item] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -155,8 +153,6 @@ class MicroBatcher:
                 await self._one_by_one(items, loaded)
                 continue
             seconds = time.perf_counter() - started
-            self.batches += 1
-            self.rows += len(frame)
             self.on_batch(len(frame))
             at = 0
             for item in items:

@@ -15,7 +15,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +132,6 @@ class PredictionLog:
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._writer: threading.Thread | None = None
-        self.write_errors = 0
 
     # ---- predictions ----
     def start(self) -> None:
@@ -152,7 +150,6 @@ class PredictionLog:
             try:
                 self.flush()
             except Exception as error:  # the store is down: keep the rows and try again
-                self.write_errors += 1
                 info(f"prediction log: write failed, will retry: {error}")
                 time.sleep(min(5.0, self._flush_s * 10))
 
@@ -248,25 +245,5 @@ class PredictionLog:
             .limit(limit)
         )
         with self.engine.connect() as connection:
-            frame = pd.DataFrame(
-                connection.execute(query).mappings().all(), columns=list(query.selected_columns.keys())
-            )
+            frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=_names(query))
         return frame.assign(output=frame["output"].map(json.loads)) if len(frame) else frame
-
-    def counts(self) -> dict[str, int]:
-        with self.engine.connect() as connection:
-            return {
-                "predictions": int(
-                    connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
-                ),
-                "feedback": int(connection.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one()),
-            }
-
-
-@contextlib.contextmanager
-def opened(url: str) -> Iterator[PredictionLog]:
-    log = PredictionLog(url)
-    try:
-        yield log
-    finally:
-        log.close()

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from variantlab.console import info
@@ -40,7 +40,6 @@ class Loaded:
     task: Task | None
     columns: tuple[str, ...]
     load_seconds: float
-    loaded_at: float = field(default_factory=time.time)
 
 
 def _task_of(model: Any) -> Task | None:
@@ -75,7 +74,6 @@ class ModelSlot:
         self.name = alias["name"] if alias else fixed["name"] if fixed else uri
         self.alias = alias["alias"] if alias else None
         self.current: Loaded | None = None
-        self.load_failures = 0
         self._failed: dict[str, float] = {}  # version -> when its load failed; retried after RETRY_FAILED_S
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,7 +106,6 @@ class ModelSlot:
             try:
                 loaded = load(uri, self.name, version)
             except Exception as error:
-                self.load_failures += 1
                 self._failed[version] = time.monotonic()
                 self.on_failure(version)
                 kept = f"; still serving version {self.current.version}" if self.current else ""
