@@ -159,15 +159,11 @@ def register(name: str, model_uri: str, *, run_id: str, tags: dict[str, str], de
 
     # A tracking server checks that a `models:/m-...` source names its logged model: pass its id as MLflow's
     # own register_model does (a local store does not check).
+    model_id = _parse_model_id_if_present(model_uri)
     mv = client.create_model_version(
-        name,
-        model_uri,
-        run_id=run_id,
-        tags=tags,
-        description=description,
-        model_id=_parse_model_id_if_present(model_uri),
+        name, model_uri, run_id=run_id, tags=tags, description=description, model_id=model_id
     )
-    _link_logged_model(client, _parse_model_id_if_present(model_uri), name, str(mv.version))
+    _link_logged_model(client, model_id, name, str(mv.version))
     return RegisteredVersion(str(mv.version), run_id, tags)
 
 
