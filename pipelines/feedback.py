@@ -59,14 +59,19 @@ def validate_new_data(data_path: str, root: str) -> dict[str, Any]:
     return report.summary()
 
 
-def _embedding_sample(params: Params, root: Path, texts: list[str], seed: int) -> Any:
-    import random
-
-    from variantlab.core.embeddings import embed_texts
+def _drift_encoder(params: Params, root: Path) -> tuple[Any, Any]:
     from variantlab.io.zoo import load_encoder, resolve
 
     name = params.feedback.embedding_model or next(iter(params.models))
-    tokenizer, encoder = load_encoder(resolve(params.models[name], root))
+    return load_encoder(resolve(params.models[name], root))
+
+
+def _embedding_sample(params: Params, loaded: tuple[Any, Any], texts: list[str], seed: int) -> Any:
+    import random
+
+    from variantlab.core.embeddings import embed_texts
+
+    tokenizer, encoder = loaded
     rng = random.Random(seed)
     sample = (
         texts if len(texts) <= params.feedback.embedding_sample else rng.sample(texts, params.feedback.embedding_sample)
@@ -96,10 +101,10 @@ def drift_checks(
     value, detail = length_shift(reference["text"], texts)
     checks.append(DriftCheck("length_shift", value, cfg.max_length_shift, detail))
     if params.models:
-        seed = params.project.seed
+        seed, loaded = params.project.seed, _drift_encoder(params, project)  # loaded once, for both samples
         value, detail = centroid_distance(
-            _embedding_sample(params, project, reference["text"].tolist(), seed),
-            _embedding_sample(params, project, list(texts), seed),
+            _embedding_sample(params, loaded, reference["text"].tolist(), seed),
+            _embedding_sample(params, loaded, list(texts), seed),
         )
         checks.append(DriftCheck("centroid_distance", value, cfg.max_centroid_distance, detail))
     return checks
