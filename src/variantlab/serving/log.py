@@ -189,10 +189,9 @@ class PredictionLog:
         return LoggedPrediction(row.id, row.model_version, row.text, json.loads(row.output))
 
     # ---- feedback ----
-    def add_feedback(
-        self, prediction_id: str, *, label: str | None, value: float | None, domain: str | None
-    ) -> LoggedPrediction:
-        logged = self.get(prediction_id)
+    def add_feedback(self, prediction_id: str, *, label: str | None, value: float | None, domain: str | None) -> None:
+        """Record feedback for a prediction (the caller found it with :meth:`get`, which flushed the queue). The
+        key and the foreign key refuse a second feedback and an unknown id; which one is asked only then."""
         try:
             with self.engine.begin() as connection:
                 connection.execute(
@@ -201,8 +200,13 @@ class PredictionLog:
                     )
                 )
         except sa.exc.IntegrityError:
+            with self.engine.connect() as connection:
+                found = connection.execute(
+                    sa.select(feedback.c.prediction_id).where(feedback.c.prediction_id == prediction_id)
+                ).first()
+            if found is None:
+                raise UnknownPrediction(f"no prediction with id '{prediction_id}'") from None
             raise DuplicateFeedback(f"prediction '{prediction_id}' already has feedback") from None
-        return logged
 
     def waiting_feedback(self) -> Any:
         """Feedback not yet exported, joined with its prediction (a data frame, oldest first)."""
