@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
 .PHONY: help setup fetch run test test-slow test-fast lint format bench bench-search bench-prefect ui lock clean prefect-server deploy worker serve serve-flows serve-model \
-	stack-up stack-down stack-status remote bench-stack profile
+	stack-up stack-down stack-status remote bench-stack profile walkthrough status
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -104,6 +104,13 @@ stack-status: $(STAMP)  ## which services of the local team stack run
 
 remote: $(STAMP)  ## make params.yaml's remote (default: the team stack's bucket) DVC's default remote
 	$(BIN)/variantlab remote
+
+status: $(STAMP)  ## the variants ranked, the promotion decision and the next commands (after make run)
+	$(BIN)/variantlab status
+
+walkthrough: $(STAMP)  ## retake docs/walkthrough/*.png from this checkout's `make run` (the browser test, Chromium)
+	VARIANTLAB_E2E_PROJECT="$(CURDIR)" VARIANTLAB_SCREENSHOTS=docs/walkthrough VARIANTLAB_REQUIRE_BROWSER=1 \
+		$(BIN)/python -m pytest tests/e2e -q
 
 ui: $(STAMP)  ## open the MLflow UI on the default store (http://127.0.0.1:5000)
 	$(BIN)/variantlab ui

@@ -166,6 +166,18 @@ def run(
     )
 
 
+def made_run() -> Path | None:
+    """The checkout where `make run` just ran on a fresh store (``VARIANTLAB_E2E_PROJECT``, which `.ci/run` sets),
+    checked to be up to date with the code under test; None when it is not given."""
+    if not (given := os.environ.get("VARIANTLAB_E2E_PROJECT")):
+        return None
+    project = Path(given)
+    fresh = run(project, "-m", "dvc", "status", "--quiet")
+    assert fresh.returncode == 0, f"{project}: outputs are not up to date with the code; run `make run` first"
+    assert (project / "mlflow.db").is_file(), f"{project}: no mlflow.db; run `make run` first"
+    return project
+
+
 REGISTRY = """
 import json, sys, mlflow
 mlflow.set_tracking_uri(sys.argv[1])

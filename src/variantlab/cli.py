@@ -1,4 +1,4 @@
-"""The ``variantlab`` command: run the pipeline, show results, open the MLflow UI.
+"""The variantlab command: run the pipeline, show results, open the MLflow UI.
 
 Start-up stays light: heavy libraries are imported inside the sub-command that needs them.
 """
@@ -6,13 +6,12 @@ Start-up stays light: heavy libraries are imported inside the sub-command that n
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from variantlab import paths
 from variantlab.console import guarded, info
 from variantlab.errors import VariantlabError
 
@@ -47,8 +46,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         mlflow.log_metrics({f"stage_seconds.{name.replace('@', '.')}": s for name, s in result.seconds.items()})
         if result.returncode != 0:  # end on the stage's own line: file, column, rows, what to do
             raise VariantlabError(result.stage_error() or f"dvc repro failed (exit {result.returncode}); see above")
-    _print_summary(root)
     _print_timings(result.seconds, result.skipped)
+    from variantlab.commands.summary import print_summary
+
+    print_summary(root)
     return 0
 
 
@@ -56,26 +57,11 @@ def _print_timings(seconds: dict[str, float], skipped: list[str]) -> None:
     if not seconds and not skipped:
         return
     print(
-        "Stage wall times (s): "
-        + ", ".join(f"{name} {s:.1f}" for name, s in seconds.items())
-        + (f"; unchanged, reused: {', '.join(skipped)}" if skipped else "")
+        f"Stages: {len(seconds)} ran in {sum(seconds.values()):.0f} s ("
+        + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items())
+        + ")"
+        + (f"; {len(skipped)} unchanged, reused: {', '.join(skipped)}" if skipped else "")
     )
-
-
-def _print_summary(root: Path) -> None:
-    board, promotion = root / paths.LEADERBOARD_MD, root / paths.PROMOTION_REPORT
-    if board.is_file():
-        print(board.read_text(encoding="utf-8"))
-    if promotion.is_file():
-        report = json.loads(promotion.read_text(encoding="utf-8"))
-        champion = report.get("champion_after")
-        print(
-            f"Champion: {report['registered_model']}@champion = version {champion}"
-            if champion
-            else "Champion: none yet"
-        )
-        print(f"Decision: {'promoted' if report['promote'] else 'not promoted'}: {report['reason']}")
-    print("MLflow UI: run `make ui` (or `variantlab ui`) and open http://127.0.0.1:5000")
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -123,10 +109,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from variantlab.commands.summary import print_summary
     from variantlab.io.tracking import project_root
 
-    _print_summary(project_root())
-    return 0
+    return 0 if print_summary(project_root(), full=args.full) else 3
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
@@ -362,44 +348,109 @@ def _cmd_remote(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_command(
+    sub: Any, name: str, summary: str, example: str, *, description: str | None = None, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A sub-command whose help is plain text: what it does, then an example to copy."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description or summary[0].upper() + summary[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+    return parser
+
+
+DESCRIPTION = """Customize open models, compare the variants, promote the provably better one.
+
+Declare the task and the variants in params.yaml; `variantlab run` validates the data, trains and evaluates
+every variant, and promotes the winner in the MLflow Model Registry only when it is provably better."""
+
+FIRST_STEPS = """first steps:
+  variantlab run       # the whole pipeline (make run sets up .venv first)
+  variantlab status    # the variants ranked, the decision, the next commands
+  variantlab ui        # compare the variants in the MLflow UI
+help on one command: variantlab <command> --help"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="variantlab", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="variantlab",
+        description=DESCRIPTION.replace("`", ""),
+        epilog=FIRST_STEPS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the DVC pipeline under one MLflow parent run")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    run = add_command(
+        sub,
+        "run",
+        "run the DVC pipeline under one MLflow parent run",
+        "variantlab run\n  variantlab run train@minilm-lora --resume",
+    )
     run.add_argument("targets", nargs="*", help="DVC stages to reproduce (default: all)")
     run.add_argument(
         "--resume", action="store_true", help="fine-tuning continues from its last checkpoint (after a crash or kill)"
     )
     run.set_defaults(func=_cmd_run)
-    search = sub.add_parser(
-        "search", help="run a variant's search trials in N processes sharing one Optuna study (then: run)"
+    search = add_command(
+        sub,
+        "search",
+        "run a variant's search trials in N processes sharing one Optuna study (then: run)",
+        "variantlab search tfidf-logreg --workers 2",
     )
-    search.add_argument("variant", help="a variant with `search:` in params.yaml")
+    search.add_argument("variant", help="a variant with a search: section in params.yaml")
     search.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     search.set_defaults(func=_cmd_search)
-    fetch = sub.add_parser("fetch", help="download the default data and check every model's pinned hash")
+    fetch = add_command(
+        sub, "fetch", "download the default data and check every model's pinned hash", "variantlab fetch"
+    )
     fetch.set_defaults(func=_cmd_fetch)
-    status = sub.add_parser("status", help="print the leaderboard and the champion")
+    status = add_command(
+        sub,
+        "status",
+        "print the variants ranked, the promotion decision and the next commands",
+        "variantlab status --full",
+    )
+    status.add_argument("--full", action="store_true", help="every column of the leaderboard, one row per column")
     status.set_defaults(func=_cmd_status)
-    promote = sub.add_parser("promote", help="run the promotion gate on the current pipeline outputs")
+    promote = add_command(
+        sub, "promote", "run the promotion gate on the current pipeline outputs", "variantlab promote --dry-run"
+    )
     promote.add_argument("--dry-run", action="store_true", help="decide and report; register and move nothing")
     promote.set_defaults(func=_cmd_promote)
-    rollback = sub.add_parser("rollback", help="move @champion back to the previous champion, and record it")
+    rollback = add_command(
+        sub,
+        "rollback",
+        "move @champion back to the previous champion, and record it",
+        'variantlab rollback --to 2 --reason "version 3 fails on long texts"',
+    )
     rollback.add_argument("--to", help="a version number to move @champion to (default: the previous champion)")
     rollback.add_argument("--reason", help="why (kept in the alias history)")
     rollback.add_argument("--model", help="registered model (default: variantlab-<project.name>)")
     rollback.set_defaults(func=_cmd_rollback)
-    history = sub.add_parser("history", help="every alias move of the registered model")
+    history = add_command(sub, "history", "every alias move of the registered model", "variantlab history --json")
     history.add_argument("--model", help="registered model (default: variantlab-<project.name>)")
     history.add_argument("--json", action="store_true", help="print JSON lines")
     history.set_defaults(func=_cmd_history)
-    verify = sub.add_parser("verify", help="re-evaluate a registered model and check it against its records")
+    verify = add_command(
+        sub,
+        "verify",
+        "re-evaluate a registered model and check it against its records",
+        "variantlab verify models:/variantlab-<project.name>@champion",
+    )
     verify.add_argument("model_uri", help="models:/<name>@<alias> or models:/<name>/<version>")
     verify.add_argument("--tolerance", type=float, default=1e-6, help="largest allowed metric difference")
     verify.add_argument("--json", type=Path, help="also write the report as JSON here")
     verify.set_defaults(func=_cmd_verify)
-    predict = sub.add_parser("predict", help="batch predictions for a CSV or Parquet file")
+    predict = add_command(
+        sub,
+        "predict",
+        "batch predictions for a CSV or Parquet file",
+        "variantlab predict models:/variantlab-<project.name>@champion in.csv -o out.csv --proba",
+    )
     predict.add_argument("model_uri", help="any MLflow model URI, e.g. models:/variantlab-<project.name>@champion")
     predict.add_argument("input", type=Path, help="a .csv, .tsv or .parquet file")
     predict.add_argument("-o", "--output", type=Path, required=True, help="a .csv or .parquet file to write")
@@ -407,16 +458,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=256)
     predict.add_argument("--proba", action="store_true", help="add a p_<class> column per class")
     predict.set_defaults(func=_cmd_predict)
-    model = sub.add_parser(
+    model = add_command(
+        sub,
         "serve-model",
-        help="serve the champion over HTTP (MLflow's /invocations, plus /feedback, /metrics; follows @champion)",
+        "serve the champion over HTTP (MLflow's /invocations, plus /feedback, /metrics; follows @champion)",
+        "variantlab serve-model --port 5001\n"
+        """  curl -d '{"inputs": {"text": ["what a day"]}}' -H 'Content-Type: application/json' """
+        "http://127.0.0.1:5001/invocations",
         description=(
             "Serve a registered model on MLflow's scoring protocol (POST /invocations, GET /ping /health /version), "
             "log every prediction, take feedback (POST /feedback) and export Prometheus metrics (GET /metrics). "
-            "Served by alias, it switches to the alias's new version in the background when the alias moves. "
-            "Example: variantlab serve-model --port 5001, then "
-            """curl -d '{"inputs": {"text": ["what a day"]}}' -H 'Content-Type: application/json' """
-            "http://127.0.0.1:5001/invocations"
+            "Served by alias, it switches to the alias's new version in the background when the alias moves."
         ),
     )
     model.add_argument("model_uri", nargs="?", help="any models:/ URI (default: models:/<registered model>@champion)")
@@ -428,19 +480,25 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--batch-window-ms", type=float, help="how long a batch waits for requests in flight")
     model.add_argument("--poll-s", type=float, help="how often to check where @champion points")
     model.set_defaults(func=_cmd_serve_model)
-    flows = sub.add_parser(
+    flows = add_command(
+        sub,
         "serve-flows",
-        aliases=["serve"],
-        help="serve the Prefect deployments from this process, no work pool needed (`serve` is its old name)",
+        "serve the Prefect deployments from this process, no work pool needed (serve is its old name)",
+        "variantlab serve-flows --cron '0 3 * * *'",
         description=(
             "Serve the Prefect deployments (nightly-retrain, retrain-on-new-data, search-trials, feedback-to-retrain) "
-            "from this process on PREFECT_API_URL; no work pool or worker needed. "
-            "Example: variantlab serve-flows --cron '0 3 * * *'"
+            "from this process on PREFECT_API_URL; no work pool or worker needed."
         ),
+        aliases=["serve"],
     )
     flows.add_argument("--cron", help="schedule of nightly-retrain (default: 0 2 * * *, UTC)")
     flows.set_defaults(func=_cmd_serve)
-    stack = sub.add_parser("stack", help="the team stack on this machine, without Docker (infra/local)")
+    stack = add_command(
+        sub,
+        "stack",
+        "the team stack on this machine, without Docker (infra/local)",
+        "variantlab stack up --serve-model",
+    )
     stack.add_argument("action", choices=["up", "down", "status", "env"])
     stack.add_argument("--state", type=Path, default=Path(".variantlab/stack"), help="where its data and logs live")
     stack.add_argument("--purge", action="store_true", help="with down: also delete its data (runs, registry)")
@@ -451,11 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stack.add_argument("--model-server-port", type=int, default=5001, help="default 5001; 0: any free port")
     stack.set_defaults(func=_cmd_stack)
-    remote = sub.add_parser("remote", help="make params.yaml's remote (or the team stack's bucket) DVC's default")
+    remote = add_command(
+        sub,
+        "remote",
+        "make params.yaml's remote (or the team stack's bucket) DVC's default",
+        "variantlab remote --url s3://my-bucket/variantlab",
+    )
     remote.add_argument("--url", help="override remote.url")
     remote.add_argument("--endpoint-url", help="override remote.endpoint_url")
     remote.set_defaults(func=_cmd_remote)
-    ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
+    ui = add_command(sub, "ui", "open the MLflow UI on the project's store", "variantlab ui --port 5000")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=_cmd_ui)

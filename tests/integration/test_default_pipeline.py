@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import clean_env, copy_project, run
+from tests.helpers import clean_env, copy_project, made_run, run
 
 pytestmark = pytest.mark.e2e
 
@@ -52,23 +52,43 @@ print(json.dumps(out))
 """
 
 
-def default_run(tmp_path: Path) -> Path:
-    if reuse := os.environ.get("VARIANTLAB_E2E_PROJECT"):
-        project = Path(reuse)
-        fresh = run(project, "-m", "dvc", "status", "--quiet")
-        assert fresh.returncode == 0, f"{project}: outputs are not up to date; run `make run` first"
-        return project
+def default_run(tmp_path: Path) -> tuple[Path, str]:
+    """The project and what its `variantlab run` printed (``VARIANTLAB_E2E_RUN_LOG``: the log `.ci/run` kept)."""
+    if project := made_run():
+        log = os.environ.get("VARIANTLAB_E2E_RUN_LOG")
+        return project, Path(log).read_text(errors="replace") if log else ""
     project = copy_project(tmp_path / "project")
     first = run(project, "-m", "variantlab.cli", "run", timeout=1500)
     assert first.returncode == 0, first.stderr[-4000:]
-    assert "Champion: variantlab-sentiment@champion = version 1" in first.stdout
-    return project
+    return project, first.stdout + first.stderr
+
+
+def check_printed(printed: str, board: pd.DataFrame) -> None:
+    """The run ends with the short summary, and prints no library report a user cannot act on."""
+    assert "LOAD REPORT" not in printed and "MISSING" not in printed  # transformers' report on the unused pooler
+    if not printed:
+        return
+    summary = printed[printed.rindex("Variants, best first by macro_f1") :].splitlines()
+    rows = [line.split() for line in summary if line[:2].strip().isdigit()]
+    assert [row[1] for row in rows] == list(board["variant"]), summary  # one line per variant, in rank order
+    assert f"{board['macro_f1'].iloc[0]:.4f}" in " ".join(rows[0])
+    assert any(line.startswith(f"{board['variant'].iloc[0]} promoted to @champion: ") for line in summary), summary
+    assert "Champion: variantlab-sentiment@champion = version 1" in summary
+    assert [line.split()[:2] for line in summary if line.startswith("  variantlab ")] == [
+        ["variantlab", "ui"],
+        ["variantlab", "serve-model"],
+        ["variantlab", "predict"],
+    ]
 
 
 def test_default_pipeline_end_to_end(tmp_path: Path) -> None:
-    project = default_run(tmp_path)
+    project, printed = default_run(tmp_path)
 
     board = pd.read_csv(project / "reports/leaderboard.csv")
+    check_printed(printed, board)
+    status = run(project, "-m", "variantlab.cli", "status")
+    assert status.returncode == 0, status.stderr
+    check_printed(status.stdout, board)  # `variantlab status` prints the same summary
     assert set(board["variant"]) == set(VARIANTS)
     costs = {"trainable_params", "total_params", "train_time_s", "model_size_mb", "peak_rss_mb", "latency_ms_p50"}
     assert costs <= set(board.columns)

@@ -188,6 +188,7 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "LOAD REPORT" not in done.stderr, done.stderr[-2000:]  # no missing or unexpected weights to warn of
     labels = done.stdout.strip().splitlines()[-1].split(",")
     assert len(labels) == 2 and set(labels) <= {"negative", "neutral", "positive"}
     if kind == "sklearn":  # the baseline learns these words; a broken wrapper would not

@@ -33,11 +33,13 @@ class EncoderClassifierModel(PythonModel):
         self.weight, self.bias = head["weight"], head["bias"]
 
     def _load_encoder(self, artifacts: dict[str, str]) -> tuple[Any, Any]:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from variantlab.io.zoo import load_saved_encoder
 
         if "encoder" in artifacts:
             path = artifacts["encoder"]
-            return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path, use_safetensors=True)
+            return AutoTokenizer.from_pretrained(path), load_saved_encoder(path)
         # LoRA: the pinned base (hash-checked by the zoo) plus this model's adapter, never a merged copy.
         from peft import PeftModel
 

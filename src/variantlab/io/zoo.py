@@ -100,3 +100,24 @@ def load_encoder(model: ResolvedModel, device: str = "cpu") -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model.directory, local_files_only=True)
     encoder = AutoModel.from_pretrained(model.directory, use_safetensors=True, local_files_only=True)
     return tokenizer, encoder.to(device).eval()
+
+
+def load_saved_encoder(directory: str | Path) -> Any:
+    """An encoder from a model's own ``encoder/`` directory. A fine-tuned one was saved without its pooler, which
+    mean pooling replaces (core/classifier.py): it is built without one where the architecture has that switch,
+    so loading reports no "missing" pooler weights, a warning a user could not act on. A probe's bundled base
+    model keeps its pooler and loads as it is."""
+    import inspect
+
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    with safe_open(str(Path(directory) / "model.safetensors"), "pt") as weights:
+        names = weights.keys()
+    has_pooler = any(".pooler." in f".{name}" for name in names)
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    model_class: Any = MODEL_MAPPING.get(type(config), None)
+    switch = model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    extra = {"add_pooling_layer": False} if switch and not has_pooler else {}
+    return AutoModel.from_pretrained(directory, use_safetensors=True, local_files_only=True, **extra)

@@ -48,7 +48,11 @@ def run(ctx: StageContext) -> int:
         parent = os.environ.get(PARENT_ENV)
         if parent:  # the parent run is where people look first: the leaderboard as a table, and the plots
             attach_leaderboard(ctx.root, parent)
-    info(markdown)
+    best = board.iloc[0]
+    info(
+        f"compare: {len(board)} variants ranked by validation {metric}; best {best['variant']} "
+        f"({best[f'val_{metric}']:.4f} on validation, {best[metric]:.4f} on test) -> {paths.LEADERBOARD_MD}"
+    )
     return 0
 
 
