@@ -13,7 +13,7 @@ Writes ``reports/bench/pipeline.json``:
 - ``startup``: stage commands run by hand on the up-to-date project, each in its own process (as plain
   ``dvc repro`` runs them) and forked from a warm interpreter (as ``variantlab run`` runs them); the same
   ``time.startup_s``. Target: <= 1 s for the stages that use no model. ``evaluate@minilm-full`` is the
-  before/after of the profile (see the README).
+  before/after of the profile (see docs/speed.md).
 
 Usage: ``python -m benchmarks.bench_pipeline`` (about 10 minutes on 2 cores).
 """

@@ -4,7 +4,7 @@ Same model (all-MiniLM-L6-v2), same sentences (real VADER), batch size, maximum 
 optimizer steps. The Trainer runs twice: at its defaults, and tuned for this work (length-grouped sampling, plus
 bf16 where ours uses it). Writes reports/bench/train.json with samples/s of each and both ratios.
 
-    python benchmarks/bench_train.py                       # CPU, batch 32, 20 steps (the figures in the README)
+    python benchmarks/bench_train.py                       # CPU, batch 32, 20 steps (the figures in docs/speed.md)
     python benchmarks/bench_train.py --device cuda --bf16  # what benchmarks/gpu_check.sh runs
 """
 

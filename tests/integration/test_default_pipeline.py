@@ -40,6 +40,10 @@ for parent in parents:
     out["parents"].append({"status": parent.info.status, "artifacts": [a.path for a in
                            mlflow.MlflowClient().list_artifacts(parent.info.run_id)],
                            "children": sorted((k.info.run_name, k.info.status) for k in kids)})
+experiment = mlflow.get_experiment_by_name("variantlab-sentiment")
+out["logged_models"] = {m.name: {x.key: x.value for x in m.metrics or [] if x.dataset_name == "test-split"}
+                        for m in mlflow.search_logged_models(experiment_ids=[experiment.experiment_id],
+                                                             output_format="list")}
 champion = mlflow.pyfunc.load_model("models:/variantlab-sentiment@champion")
 texts = ["I absolutely love this, what a wonderful and delightful film!",
          "This is terrible. I hate it, the worst purchase I have ever made.",
@@ -123,6 +127,11 @@ def test_default_pipeline_end_to_end(tmp_path: Path) -> None:
     assert {status for _, status in parent["children"]} == {"FINISHED"}
     assert {"leaderboard.md", "leaderboard.csv", "pareto.png", "params.yaml"} <= set(parent["artifacts"])
     assert found["champion_predictions"][:2] == ["positive", "negative"]
+    # the Models tab is the leaderboard: one logged model per variant, named by it, with its test macro-F1
+    assert set(found["logged_models"]) == set(VARIANTS), found["logged_models"]
+    for variant, metrics in found["logged_models"].items():
+        expected = board.loc[board["variant"] == variant, "macro_f1"].item()
+        assert abs(metrics["macro_f1"] - expected) < 1e-6, (variant, metrics)
     for variant in VARIANTS[1:]:  # every open-model variant gets the obvious cases right
         assert found[variant] == ["positive", "negative"], variant
     assert set(found["tfidf-logreg"]) <= {"negative", "neutral", "positive"}
