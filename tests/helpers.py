@@ -167,15 +167,34 @@ def run(
 
 
 def made_run() -> Path | None:
-    """The checkout where `make run` just ran on a fresh store (``VARIANTLAB_E2E_PROJECT``, which `.ci/run` sets),
-    checked to be up to date with the code under test; None when it is not given."""
-    if not (given := os.environ.get("VARIANTLAB_E2E_PROJECT")):
+    """The checkout where `make run` just ran the default pipeline on a fresh store, for the tests that inspect
+    that run instead of repeating it: ``VARIANTLAB_E2E_PROJECT`` (which `.ci/run` sets), or else this checkout
+    when it holds exactly one pipeline run of its own unchanged params and `dvc status` finds nothing stale."""
+    if given := os.environ.get("VARIANTLAB_E2E_PROJECT"):
+        project = Path(given)
+        fresh = run(project, "-m", "dvc", "status", "--quiet")
+        assert fresh.returncode == 0, f"{project}: outputs are not up to date with the code; run `make run` first"
+        assert (project / "mlflow.db").is_file(), f"{project}: no mlflow.db; run `make run` first"
+        return project
+    if not _one_default_run(REPO):
         return None
-    project = Path(given)
-    fresh = run(project, "-m", "dvc", "status", "--quiet")
-    assert fresh.returncode == 0, f"{project}: outputs are not up to date with the code; run `make run` first"
-    assert (project / "mlflow.db").is_file(), f"{project}: no mlflow.db; run `make run` first"
-    return project
+    return REPO if run(REPO, "-m", "dvc", "status", "--quiet").returncode == 0 else None
+
+
+def _one_default_run(project: Path) -> bool:
+    import sqlite3
+
+    if not ((project / "mlflow.db").is_file() and (project / "reports/promotion.json").is_file()):
+        return False
+    unchanged = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml", "dvc.yaml"], cwd=project)
+    if unchanged.returncode != 0:  # another task or other variants: not the default run the tests expect
+        return False
+    with sqlite3.connect(f"file:{project / 'mlflow.db'}?mode=ro", uri=True) as db:
+        statuses = db.execute(
+            "select r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+            "where t.key = 'variantlab.stage' and t.value = 'pipeline'"
+        ).fetchall()
+    return statuses == [("FINISHED",)]
 
 
 REGISTRY = """

@@ -40,6 +40,7 @@ def artifact_keys(flow_run_id: Any) -> set[str]:
     return {a.key for a in found if a.key}
 
 
+@pytest.mark.slow  # 40-90 s of training: make test-slow (CI runs it)
 def test_flow_runs_each_stage_as_a_task_and_reuses_on_rerun(
     harness: Any, tiny_bert: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

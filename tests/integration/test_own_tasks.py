@@ -48,6 +48,7 @@ def predict(project: Path, name: str, texts: list[str]) -> list[Any]:
     return pd.read_csv(project / "out.csv")["predicted"].tolist()
 
 
+@pytest.mark.slow  # 40-90 s of training: make test-slow (CI runs it)
 def test_eight_topics_with_auto_labels(tmp_path: Path, tiny_bert: tuple[Path, str]) -> None:
     source = write_topics(tmp_path / "topics.csv", 480)
     data = pd.read_csv(source)

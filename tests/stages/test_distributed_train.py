@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import run, tiny_project
 
 
+@pytest.mark.slow  # 40-90 s of training: make test-slow (CI runs it)
 def test_train_stage_under_torchrun_with_two_processes(tiny_bert: tuple[Path, str], tmp_path: Path) -> None:
     full = {"kind": "full", "model": "tiny", "max_length": 16, "batch_size": 8, "epochs": 2, "lr": 3e-3, "processes": 2}
     project = tiny_project(tmp_path / "p", *tiny_bert, extra={"variants": {"tiny-full": full}})

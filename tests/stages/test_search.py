@@ -146,6 +146,7 @@ def test_the_gated_variant_is_the_one_chosen_on_validation_even_if_another_tests
     assert report["selection"]["ranking"][1]["test_macro_f1"] > report["selection"]["ranking"][0]["test_macro_f1"]
 
 
+@pytest.mark.slow  # 40-90 s of training: make test-slow (CI runs it)
 def test_trials_with_the_same_values_score_the_same_in_one_process(tmp_path: Path) -> None:
     """A trial starts from the same random state as the one before it: LoRA's initial adapters are seeded too,
     so a score is the values' score, not an accident of what the previous trial drew."""
@@ -174,6 +175,7 @@ def test_trials_with_the_same_values_score_the_same_in_one_process(tmp_path: Pat
     assert dict(second) == pytest.approx(dict(first), abs=1e-9)
 
 
+@pytest.mark.slow  # 40-90 s of training: make test-slow (CI runs it)
 def test_a_trial_that_repeats_a_scored_point_reuses_its_value_without_training(tmp_path: Path) -> None:
     """TPE re-proposes a point it already scored (a one-point space forces it): the repeat costs no training."""
     model_dir = tmp_path / "tiny-bert"

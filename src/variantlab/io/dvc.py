@@ -18,7 +18,9 @@ from variantlab import paths
 from variantlab.config import Params
 
 _RAN = re.compile(r"^Running stage '([^']+)'")
-_SKIPPED = re.compile(r"^Stage '([^']+)' didn't change, skipping")
+# unchanged, or restored from DVC's run cache (outputs an earlier run made, say after `make clean`): either way the
+# stage did not run, and the pipeline run records it as reused, pointing at the run that made its outputs
+_SKIPPED = re.compile(r"^Stage '([^']+)' (?:didn't change, skipping|is cached - skipping run)")
 _LOCKED = re.compile(r"^(Updating|Generating) lock file")
 
 
