@@ -154,6 +154,7 @@ def test_rollback_moves_the_champion_back_and_records_it(promoted: Path) -> None
     assert registry(promoted)["aliases"]["champion"] == "1"
 
 
+@pytest.mark.slow  # a pipeline run of its own (20-75 s): make test-slow (CI runs it)
 def test_a_challenger_that_is_not_provably_better_stays_challenger(tmp_path: Path) -> None:
     base = {"kind": "tfidf-logreg", "min_df": 1}
     project = tiny_project(tmp_path / "p", data=tiny_sentences(300), extra={"promotion": {"floor": 0.1}})

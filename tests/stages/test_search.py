@@ -127,6 +127,7 @@ def test_the_decision_record_lists_every_check_and_how_the_challenger_was_chosen
     assert "ranked by validation macro_f1" in board and "| val_macro_f1 |" in board
 
 
+@pytest.mark.slow  # a pipeline run of its own (20-75 s): make test-slow (CI runs it)
 def test_the_gated_variant_is_the_one_chosen_on_validation_even_if_another_tests_higher(
     searched: Path, tmp_path: Path
 ) -> None:
