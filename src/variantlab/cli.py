@@ -365,7 +365,7 @@ def add_command(
 
 DESCRIPTION = """Customize open models, compare the variants, promote the provably better one.
 
-Declare the task and the variants in params.yaml; `variantlab run` validates the data, trains and evaluates
+Declare the task and the variants in params.yaml; variantlab run validates the data, trains and evaluates
 every variant, and promotes the winner in the MLflow Model Registry only when it is provably better."""
 
 FIRST_STEPS = """first steps:
@@ -378,7 +378,7 @@ help on one command: variantlab <command> --help"""
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="variantlab",
-        description=DESCRIPTION.replace("`", ""),
+        description=DESCRIPTION,
         epilog=FIRST_STEPS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -76,8 +76,6 @@ def decision_sentence(report: dict[str, Any]) -> str:
     """The promotion decision in one sentence: which variant, promoted or not, and why."""
     variant = (report.get("challenger") or {}).get("variant", "the best variant")
     verdict = "promoted to @champion" if report.get("promote") else "not promoted"
-    if report.get("dry_run"):
-        verdict = f"would be {verdict.removeprefix('not ')}" if report.get("promote") else "would not be promoted"
     reason = str(report.get("reason", "")).rstrip(".")
     return f"{variant} {verdict}: {reason}."
 
