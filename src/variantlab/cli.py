@@ -27,15 +27,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         project_root,
         record_reused,
     )
+    from variantlab.proc.warm import serving
 
     root = project_root()
     params = load_params(root / "params.yaml")
-    with pipeline_run(root, params.project.name) as parent:
+    # The warm server first: it imports the stages' libraries while this process sets up the parent run (3 s).
+    # The variables set below are VARIANTLAB_ ones, which a stage may set differently from the server.
+    with serving(root, dvc.stage_env()) as warm_env, pipeline_run(root, params.project.name) as parent:
         import mlflow
 
         mlflow.log_artifact(str(root / "params.yaml"))
         env = {PARENT_ENV: parent.info.run_id, **({"VARIANTLAB_RESUME": "1"} if args.resume else {})}
-        result = dvc.repro(root, *args.targets, env=env, warm=True)
+        result = dvc.repro(root, *args.targets, env=env, warm=warm_env)
         for stage in result.skipped:
             record_reused(stage, root / dvc.metrics_file(stage), root=root, project=params.project.name)
         if "compare" in result.skipped:  # DVC reused it: the leaderboard still belongs on this pipeline run

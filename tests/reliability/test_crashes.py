@@ -191,6 +191,12 @@ def test_stages_forked_from_the_warm_interpreter_behave_as_stage_processes(tmp_p
         assert bad_hot.stderr == bad_plain.stderr  # "train: error: ...: unknown variant 'no-such-variant' ..."
         assert [t["variantlab.warm"] for t in run_tags(project, "ingest")] == ["false", "true", "false"]
         assert run_tags(project, "ingest")[1]["variantlab.pid"] != run_tags(project, "ingest")[0]["variantlab.pid"]
+        # Handed over while Python imports variantlab.stages, before the stage module imports pandas and pydantic.
+        early = run(project, "-X", "importtime", "-m", "variantlab.stages.ingest", env=clean_env(**warm_env))
+        assert early.returncode == 0, early.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in early.stderr.splitlines() if "import time:" in line}
+        assert "variantlab.proc.warm" in imported and not {"pandas", "pydantic"} & imported
+        assert run_tags(project, "ingest")[-1]["variantlab.warm"] == "true"
 
         done = run(project, "-m", "dvc", "repro", "compare", env=clean_env(**warm_env))
         assert done.returncode == 0, done.stdout[-3000:]

@@ -200,6 +200,62 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
     assert not list((tmp_path / "model").rglob("*.bin"))
 
 
+def test_a_model_is_serialised_once_and_logged_as_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """save_and_log writes the model once (the stage's DVC output); the run's logged model holds the same files
+    (only MLmodel differs: it names the run and the logged model) and predicts what the output predicts."""
+    import mlflow
+    import yaml
+
+    from variantlab.config import TfidfVariant
+    from variantlab.core.baseline import tfidf_pipeline
+    from variantlab.io.models import save_and_log, sklearn_model_kwargs
+
+    data = tiny_sentences(90).assign(
+        label=lambda f: np.where(f["rating"] > 1, "positive", np.where(f["rating"] < -1, "negative", "neutral"))
+    )
+    pipe = tfidf_pipeline(TfidfVariant(kind="tfidf-logreg", min_df=1), SENTIMENT, 0).fit(data[["text"]], data["label"])
+    (tmp_path / "work").mkdir()
+    kwargs = sklearn_model_kwargs(pipe, tmp_path / "work", data[["text"]].head(2), SENTIMENT)
+    saves: list[str] = []
+    real_save = mlflow.pyfunc.save_model
+
+    def counted_save(**kw: object) -> None:
+        saves.append(str(kw["path"]))
+        real_save(**kw)
+
+    monkeypatch.setattr(mlflow.pyfunc, "save_model", counted_save)
+    monkeypatch.chdir(tmp_path)  # the store's artifacts go to ./mlruns
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        mlflow.set_experiment("save-once")
+        with mlflow.start_run() as run:
+            uri = save_and_log(kwargs, tmp_path / "out", name="tfidf-logreg", params={"C": "1.0"})
+        logged = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "logged")))
+        logged_model = mlflow.get_logged_model(uri.rsplit("/", 1)[1])
+        from_run = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"text": PROBES}))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert len(saves) == 1, saves
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    out, got = files(tmp_path / "out"), files(logged)
+    got.pop("registered_model_meta", None)  # written by the download of a models:/ URI, not logged
+    assert out.keys() == got.keys() and "artifacts/model.skops" in out
+    assert {name for name in out if out[name] != got[name]} == {"MLmodel"}
+    saved_meta, logged_meta = yaml.safe_load(out["MLmodel"]), yaml.safe_load(got["MLmodel"])
+    assert logged_meta["run_id"] == run.info.run_id and logged_meta["model_id"] == logged_model.model_id
+    for key in ("flavors", "signature", "metadata", "saved_input_example_info"):
+        assert logged_meta[key] == saved_meta[key], key
+    assert logged_model.name == "tfidf-logreg" and logged_model.params == {"C": "1.0"}
+    from_output = mlflow.pyfunc.load_model(str(tmp_path / "out")).predict(pd.DataFrame({"text": PROBES}))
+    assert list(from_run) == list(from_output) == ["positive", "negative"]
+
+
 def test_embedding_cache_hits_only_for_the_same_model_and_data(tmp_path: Path) -> None:
     from variantlab.io.embedding_cache import cache_key, cached_embeddings
 

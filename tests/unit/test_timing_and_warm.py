@@ -97,3 +97,16 @@ def test_length_chunks_cover_every_text_once_and_keep_short_texts_apart_from_lon
         assert lengths[stop - 1] <= 1.25 * lengths[start] + 8
     assert length_chunks([50] * 200, batch_size=64) == [(0, 64), (64, 128), (128, 192), (192, 200)]
     assert length_chunks([], batch_size=8) == []
+
+
+def test_every_preload_entry_exists() -> None:
+    """The server imports its preloads with errors suppressed (a stage imports what it needs anyway), so a
+    renamed module or function would only make every pipeline slower, silently: check each one here."""
+    import importlib
+    import importlib.util
+
+    for entry in warm.PRELOAD:
+        module, _, function = entry.partition(":")
+        assert importlib.util.find_spec(module) is not None, entry
+        if function:
+            assert callable(getattr(importlib.import_module(module), function, None)), entry

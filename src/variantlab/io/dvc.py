@@ -81,18 +81,20 @@ def repro(
     single_item: bool = False,
     env: Mapping[str, str] | None = None,
     echo: bool = True,
-    warm: bool = False,
+    warm: bool | Mapping[str, str] = False,
 ) -> ReproResult:
     """Run ``dvc repro`` (list argv, no shell), echoing its output live and recording which stages ran.
 
-    ``warm``: stages fork from one interpreter that has their libraries imported already (:mod:`.warm`).
+    ``warm``: stages fork from one interpreter that has their libraries imported already (:mod:`.warm`): True
+    starts one for this call; the environment :func:`variantlab.proc.warm.serving` yielded uses one already
+    running (started before the caller's own set-up, it imports meanwhile).
     """
     from variantlab.proc.warm import serving
 
     argv = [sys.executable, "-m", "dvc", "repro", *(["--single-item"] if single_item else []), *targets]
     merged = stage_env(env)
-    context: contextlib.AbstractContextManager[dict[str, str]] = (
-        serving(root, merged) if warm else contextlib.nullcontext({})
+    context: contextlib.AbstractContextManager[Mapping[str, str]] = (
+        serving(root, merged) if warm is True else contextlib.nullcontext(warm or {})
     )
     with context as warm_env:
         return _run_repro(argv, root, {**merged, **warm_env}, echo)

@@ -66,7 +66,6 @@ PRELOAD = (
     "transformers.models.auto.tokenization_auto",
     "transformers.models.bert.modeling_bert",
     "transformers.models.bert.tokenization_bert",
-    "transformers.models.bert.tokenization_bert_fast",
     "variantlab.core.training",
     "variantlab.io.models",
     "matplotlib.pyplot",
@@ -87,6 +86,10 @@ PRELOAD = (
     "variantlab.io.embedding_cache",
     "variantlab.io.zoo",
     "variantlab.io.checkpoints",
+    # "module:function": called once, to fill a cache the stages would each fill again. MLflow maps every
+    # installed distribution to its modules before it compares a model's pins with them on load (1 s per
+    # evaluate stage, measured with pyinstrument).
+    "mlflow.utils.requirements_utils:_init_modules_to_packages_map",
 )
 # Read at run time by our code or by the libraries, so a stage may differ from the server in them.
 _RUNTIME_PREFIXES = ("DVC_", "VARIANTLAB_", "MLFLOW_", "PREFECT_", "AWS_", "GIT_")
@@ -136,10 +139,14 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def delegate() -> int | None:
-    """Run this stage process's command in a child of the warm server; its exit status, or None to run here."""
+def delegate(module: str | None = None, argv: list[str] | None = None) -> int | None:
+    """Run this stage process's command in a child of the warm server; its exit status, or None to run here.
+
+    ``module`` and ``argv``: the stage module and its arguments, given before the module itself is imported
+    (:mod:`variantlab.stages` hands over that early); by default, ``__main__``'s.
+    """
     path = os.environ.get(SOCKET_ENV)
-    module = _stage_module()
+    module = module or _stage_module()
     if not path or module is None or os.environ.get(OFF_ENV) == "0":
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -148,7 +155,7 @@ def delegate() -> int | None:
         from variantlab.core.timing import STARTED_ENV, command_started
 
         env = {**os.environ, STARTED_ENV: str(command_started())}
-        request = {"module": module, "argv": sys.argv, "cwd": os.getcwd(), "env": env, "pgid": os.getpgrp()}
+        request = {"module": module, "argv": argv or sys.argv, "cwd": os.getcwd(), "env": env, "pgid": os.getpgrp()}
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         _send(sock, request, [0, 1, 2])
@@ -284,7 +291,8 @@ def _end_with_launcher(conn: socket.socket) -> None:
 
 
 def serve(path: Path, preload: tuple[str, ...] = PRELOAD) -> None:
-    """Listen on ``path``; fork a child per request; import ``preload`` one module at a time while idle.
+    """Listen on ``path``; fork a child per request; import ``preload`` one module at a time while idle (an
+    entry ``module:function`` also calls that function).
 
     Ends when the process that started it is gone, on SIGTERM, or when the socket file is removed.
     """
@@ -311,8 +319,11 @@ def serve(path: Path, preload: tuple[str, ...] = PRELOAD) -> None:
                 children[child] = conn
         _reap(children)
         if pending and not events:
+            module, _, function = pending.pop(0).partition(":")
             with contextlib.suppress(Exception):
-                importlib.import_module(pending.pop(0))
+                loaded = importlib.import_module(module)
+                if function:
+                    getattr(loaded, function)()
     for conn in children.values():
         conn.close()
 
