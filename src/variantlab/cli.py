@@ -37,8 +37,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import mlflow
 
         mlflow.log_artifact(str(root / "params.yaml"))
-        env = {PARENT_ENV: parent.info.run_id, **({"VARIANTLAB_RESUME": "1"} if args.resume else {})}
-        result = dvc.repro(root, *args.targets, env=env, warm=warm_env)
+        env = {PARENT_ENV: parent.info.run_id, **({"VARIANTLAB_RESUME": "1"} if args.resume else {}), **warm_env}
+        result = dvc.repro(root, *args.targets, env=env)
         for stage in result.skipped:
             record_reused(stage, root / dvc.metrics_file(stage), root=root, project=params.project.name)
         if "compare" in result.skipped:  # DVC reused it: the leaderboard still belongs on this pipeline run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -81,23 +80,14 @@ def repro(
     single_item: bool = False,
     env: Mapping[str, str] | None = None,
     echo: bool = True,
-    warm: bool | Mapping[str, str] = False,
 ) -> ReproResult:
     """Run ``dvc repro`` (list argv, no shell), echoing its output live and recording which stages ran.
 
-    ``warm``: stages fork from one interpreter that has their libraries imported already (:mod:`.warm`): True
-    starts one for this call; the environment :func:`variantlab.proc.warm.serving` yielded uses one already
-    running (started before the caller's own set-up, it imports meanwhile).
+    Stages fork from the pipeline's warm interpreter when ``env`` holds what
+    :func:`variantlab.proc.warm.serving` yielded (:mod:`variantlab.proc.warm`).
     """
-    from variantlab.proc.warm import serving
-
     argv = [sys.executable, "-m", "dvc", "repro", *(["--single-item"] if single_item else []), *targets]
-    merged = stage_env(env)
-    context: contextlib.AbstractContextManager[Mapping[str, str]] = (
-        serving(root, merged) if warm is True else contextlib.nullcontext(warm or {})
-    )
-    with context as warm_env:
-        return _run_repro(argv, root, {**merged, **warm_env}, echo)
+    return _run_repro(argv, root, stage_env(env), echo)
 
 
 def _run_repro(argv: list[str], root: Path, env: Mapping[str, str], echo: bool) -> ReproResult:

@@ -5,7 +5,8 @@ DVC runs every stage as its own process, and a fresh Python spends 2-6 s on impo
 work: about a minute over the 16 stages of the default pipeline. ``variantlab run`` (and the Prefect flow) start
 one server for the whole pipeline (:func:`serving`). It binds a UNIX socket named in ``VARIANTLAB_WARM_SOCKET`` at
 once and then imports the libraries one by one between requests. A stage started by DVC finds the variable and
-hands its command over (:func:`delegate`, called by :func:`variantlab.console.guarded`): the server forks a child
+hands its command over (:func:`delegate`, called as Python imports :mod:`variantlab.stages`, and again by
+:func:`variantlab.console.guarded` for a stage started otherwise): the server forks a child
 which takes the stage's stdin, stdout and stderr (passed as file descriptors), process group, working directory,
 environment and arguments, and runs the stage module as ``__main__``. The stage process waits, forwards SIGTERM and
 SIGHUP, and exits with the child's status, so DVC sees what it always saw. The technique of multiprocessing's
@@ -113,10 +114,17 @@ def env_mismatch(server: Mapping[str, str], stage: Mapping[str, str]) -> str | N
 # -- the stage's side -------------------------------------------------------------------------------------------
 
 
-def _stage_module() -> str | None:
+def _stage_command() -> tuple[str, list[str]] | None:
+    """The stage module this process runs and its arguments: ``__main__``'s once ``python -m`` has found it, or
+    the command line's while Python still imports the module's package (:mod:`variantlab.stages` hands over
+    then, before the stage module imports pandas and pydantic)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    name = getattr(spec, "name", None)
-    return name if isinstance(name, str) and name.startswith("variantlab.stages.") else None
+    name, argv = getattr(spec, "name", None), sys.argv
+    command = list(getattr(sys, "orig_argv", ()))
+    if name is None and "-m" in command:
+        start = command.index("-m") + 1
+        name, argv = command[start], command[start:]
+    return (name, argv) if isinstance(name, str) and name.startswith("variantlab.stages.") else None
 
 
 def _send(sock: socket.socket, message: Mapping[str, object], fds: list[int] | None = None) -> None:
@@ -139,23 +147,24 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def delegate(module: str | None = None, argv: list[str] | None = None) -> int | None:
-    """Run this stage process's command in a child of the warm server; its exit status, or None to run here.
+_asked: list[bool] = []  # a process asks the server once: a refusal or an unreachable server stands
 
-    ``module`` and ``argv``: the stage module and its arguments, given before the module itself is imported
-    (:mod:`variantlab.stages` hands over that early); by default, ``__main__``'s.
-    """
+
+def delegate() -> int | None:
+    """Run this stage process's command in a child of the warm server; its exit status, or None to run here."""
     path = os.environ.get(SOCKET_ENV)
-    module = module or _stage_module()
-    if not path or module is None or os.environ.get(OFF_ENV) == "0":
+    command = _stage_command()
+    if not path or command is None or os.environ.get(OFF_ENV) == "0" or _asked:
         return None
+    _asked.append(True)
+    module, argv = command
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
         from variantlab.core.timing import STARTED_ENV, command_started
 
         env = {**os.environ, STARTED_ENV: str(command_started())}
-        request = {"module": module, "argv": argv or sys.argv, "cwd": os.getcwd(), "env": env, "pgid": os.getpgrp()}
+        request = {"module": module, "argv": argv, "cwd": os.getcwd(), "env": env, "pgid": os.getpgrp()}
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         _send(sock, request, [0, 1, 2])

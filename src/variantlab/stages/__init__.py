@@ -7,23 +7,10 @@ import pandas and pydantic (0.5 s a stage) that the warm interpreter has already
 
 from __future__ import annotations
 
-import os
 import sys
 
+from variantlab.proc.warm import delegate
 
-def _hand_over() -> None:
-    from variantlab.proc.warm import CHILD_ENV, SOCKET_ENV, delegate
-
-    argv = list(getattr(sys, "orig_argv", ()))
-    if SOCKET_ENV not in os.environ or os.environ.get(CHILD_ENV) or "-m" not in argv:
-        return
-    module, args = argv[argv.index("-m") + 1], argv[argv.index("-m") + 2 :]
-    if not module.startswith(__name__ + "."):
-        return
-    status = delegate(module, [module, *args])
-    if status is not None:
-        sys.stdout.flush()
-        sys.exit(status)
-
-
-_hand_over()
+if (_status := delegate()) is not None:
+    sys.stdout.flush()
+    sys.exit(_status)
