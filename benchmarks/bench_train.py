@@ -35,7 +35,7 @@ def sentences(n: int, seed: int) -> tuple[list[str], np.ndarray]:
     params = load_params(ROOT / "params.yaml")
     raw = with_labels(read_vader(fetch_vader_sdist(params.data.vader), params.data.vader.member), params)
     raw = raw.sample(n=n, random_state=seed)
-    return [clean_text(t) for t in raw["text"]], resolve_task(params).codes(raw["label"])
+    return [clean_text(t) for t in raw["text"]], resolve_task(params).y(raw)
 
 
 def run_ours(model_dir: Path, ids: list[list[int]], labels: np.ndarray, a: argparse.Namespace) -> dict[str, Any]:

@@ -29,14 +29,13 @@ def read_new_data(path: Path, params: Params) -> Any:
     return read_task_file(path, params)
 
 
-def project_task(root: Path, params: Params, frame: Any) -> Any:
-    """The task the champion's data was prepared for (label set frozen), or the params' task on this frame."""
-    from variantlab.core.task import resolve_task
+def project_task(root: Path, params: Params, frame: Any = None) -> Any:
+    """The task the champion's data was prepared for (``task.json``, label set frozen by prepare)."""
     from variantlab.stages.context import StageContext
 
-    if (root / paths.TASK).is_file():
-        return StageContext(root, params).task()
-    return resolve_task(params, frame["label"], file=str(paths.TASK))
+    if not (root / paths.TASK).is_file():
+        raise ValidationFailed("no prepared task yet: run the pipeline once first (make run)", file=str(paths.TASK))
+    return StageContext(root, params).task()
 
 
 @task(name="validate-new-data", task_run_name="validate-new-data")
@@ -85,16 +84,12 @@ def drift_checks(
     """Label mix (or target distribution), domain mix, text length and embedding centroid against ``reference``
     (the champion's training split). ``targets``: the true labels of new data, or what the model answered for
     live inputs; ``domains`` None: not known (live inputs)."""
-    from variantlab.core.drift import DriftCheck, centroid_distance, length_shift, target_shift, total_variation
+    from variantlab.core.drift import DriftCheck, centroid_distance, length_shift, total_variation
 
     cfg = params.feedback
     checks = []
-    if task.is_classification:
-        value, detail = total_variation(reference["label"], targets)
-        checks.append(DriftCheck("label_shift", value, cfg.max_label_shift, detail))
-    else:
-        value, detail = target_shift(reference["value"], targets)
-        checks.append(DriftCheck("target_shift", value, cfg.max_target_shift, detail))
+    moved = task.target_drift(reference, targets)
+    checks.append(DriftCheck(moved.name, moved.value, getattr(cfg, moved.limit_key), moved.detail))
     if domains is not None:
         value, detail = total_variation(reference["domain"], domains)
         checks.append(DriftCheck("domain_shift", value, cfg.max_domain_shift, detail))
@@ -132,7 +127,7 @@ def measure_drift(data_path: str, root: str) -> dict[str, Any]:
     reference = pd.read_parquet(reference_file)
     current = read_new_data(Path(data_path), params)
     task = project_task(project, params, current)
-    target = current["label"] if task.is_classification else current["value"]
+    target = current[task.target]
     checks = drift_checks(project, params, task, reference, current["text"], target, current["domain"])
     report = DriftReport(checks, len(reference), len(current))
     payload = {**report.to_json(), "data_path": data_path, "reference": str(paths.split_path("train"))}
@@ -228,11 +223,7 @@ def live_drift(root: str) -> dict[str, Any]:
         return {"skipped": why, "current_rows": len(recent)}
     reference = pd.read_parquet(reference_file)
     task = project_task(project, params, reference)
-    answers = recent["output"]
-    if not task.is_classification:
-        answers = pd.to_numeric(answers, errors="coerce").dropna()
-    elif len(answers) and isinstance(answers.iloc[0], dict):  # probabilities: the most likely label
-        answers = answers.map(lambda p: max(p, key=p.get))
+    answers = task.live_answers(recent["output"])
     checks = drift_checks(project, params, task, reference, recent["text"], answers, None)
     report = DriftReport(checks, len(reference), len(recent))
     payload = {

@@ -351,15 +351,12 @@ Variant = Annotated[TfidfVariant | ProbeVariant | FinetuneVariant, Field(discrim
 ENCODER_VARIANTS = (ProbeVariant, FinetuneVariant)
 
 
-CLASSIFICATION_METRICS = ("macro_f1", "accuracy")
-REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman")
-LOWER_IS_BETTER = frozenset({"mae", "rmse"})
-
-
 class PromotionConfig(Strict):
     registered_model: str | None = None  # default: variantlab-<project.name>
-    metric: str | None = None  # default: macro_f1 (classification) or mae (regression)
-    floor: float | None = 0.5  # the first champion's metric must reach it (at most it, for mae and rmse)
+    metric: str | None = None  # null or left out: the task kind's (macro_f1 for classification, mae for regression)
+    # The first champion's metric must reach it (at most it, for mae and rmse). "auto": the task kind's
+    # (0.5 for classification, none for regression, whose errors are in the user's units); null: no floor.
+    floor: float | Literal["auto"] | None = "auto"
     min_improvement: float = Field(0.0, ge=0)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     n_bootstrap: int = Field(1000, ge=100)
@@ -476,14 +473,22 @@ class Params(Strict):
         return self
 
     def metrics_allowed(self) -> tuple[str, ...]:
-        if self.task.kind == "regression":
-            return REGRESSION_METRICS
-        return CLASSIFICATION_METRICS  # ROC-AUC and PR-AUC are reported for binary tasks, not gated on
+        from variantlab.core.tasks import task_kind
+
+        return task_kind(self.task.kind).metrics
 
     @property
     def metric(self) -> str:
         """The task's main metric: what the leaderboard sorts by and the gate compares."""
-        return self.promotion.metric or ("mae" if self.task.kind == "regression" else "macro_f1")
+        return self.promotion.metric or self.metrics_allowed()[0]
+
+    @property
+    def floor(self) -> float | None:
+        """The first champion's floor: promotion.floor, or the task kind's default."""
+        from variantlab.core.tasks import task_kind
+
+        floor = self.promotion.floor
+        return task_kind(self.task.kind).default_floor if floor == "auto" else floor
 
     @property
     def registered_model(self) -> str:

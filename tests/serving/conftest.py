@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from tests.helpers import tiny_sentences
-from variantlab.core.task import Task
+from variantlab.core.task import Classification, Regression, Task
 
-WEATHER = Task("classification", labels=("cold", "hot", "mild"))
-SCORE = Task("regression", value_range=(-4.0, 4.0), value_column="score")
+WEATHER = Classification(labels=("cold", "hot", "mild"))
+SCORE = Regression(value_range=(-4.0, 4.0), value_column="score")
 CLASSIFIER = "weather-model"
 REGRESSOR = "score-model"
 

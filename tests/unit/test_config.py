@@ -95,9 +95,21 @@ def test_bad_tasks_are_named(task: dict, pattern: str) -> None:
         parse_params(raw)
 
 
+def test_a_task_brings_its_own_metric_and_floor() -> None:
+    """The shipped params hold no classification assumption: switching the task's kind is the only edit."""
+    raw = shipped()
+    assert parse_params(raw).metric == "macro_f1" and parse_params(raw).floor == 0.5
+    raw["task"] = {"kind": "regression", "target_column": "rating"}
+    params = parse_params(raw)
+    assert (params.metric, params.floor) == ("mae", None)
+    raw["promotion"]["floor"] = 1.2
+    assert parse_params(raw).floor == 1.2
+
+
 def test_a_regression_task_refuses_classification_options() -> None:
     raw = shipped()
     raw["task"] = {"kind": "regression", "target_column": "rating"}
+    raw["promotion"]["metric"] = "macro_f1"
     with pytest.raises(ConfigError, match=r"promotion.metric 'macro_f1' does not fit a regression task"):
         parse_params(raw)
     raw["promotion"]["metric"] = "mae"

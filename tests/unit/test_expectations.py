@@ -6,7 +6,7 @@ import pytest
 from tests.helpers import default_task, raw_sentences
 from variantlab.config import ValidationConfig
 from variantlab.core.expectations import build_suite, validation_view
-from variantlab.core.task import Task
+from variantlab.core.task import Classification, Regression, Task
 from variantlab.errors import ConfigError
 from variantlab.io.validation import render_failures, run_suite
 
@@ -47,7 +47,7 @@ def test_a_label_outside_the_task_is_an_error() -> None:
 
 def test_each_of_n_labels_gets_its_own_class_floor() -> None:
     labels = tuple(f"topic{i}" for i in range(8))
-    task = Task("classification", labels=labels)
+    task = Classification(labels=labels)
     frame = raw_frame(160).assign(label=[labels[i % 8] for i in range(160)], value=float("nan"))
     assert validate(frame, task, min_class_fraction=0.1).summary()["success"]
     frame.loc[frame["label"] == "topic3", "label"] = "topic4"
@@ -55,7 +55,7 @@ def test_each_of_n_labels_gets_its_own_class_floor() -> None:
 
 
 def test_a_regression_target_is_checked_for_its_range_and_presence() -> None:
-    task = Task("regression", value_range=(0.0, 10.0), value_column="price")
+    task = Regression(value_range=(0.0, 10.0), value_column="price")
     frame = raw_frame().assign(value=[float(i % 10) for i in range(90)], label=pd.NA)
     assert validate(frame, task).summary()["success"]
     frame.loc[3, "value"] = 11.0
@@ -101,7 +101,7 @@ def test_the_gx_fingerprint_switch_we_turn_off_still_exists() -> None:
 
 
 def test_a_class_floor_no_data_could_pass_is_a_config_error() -> None:
-    twenty = Task("classification", labels=tuple(f"l{i}" for i in range(20)))
+    twenty = Classification(labels=tuple(f"l{i}" for i in range(20)))
     with pytest.raises(ConfigError, match=r"min_class_fraction 0.1 x 20 labels is more than the whole data"):
         build_suite(ValidationConfig(min_class_fraction=0.1), twenty)
     floors = [s for s in build_suite(ValidationConfig(), twenty) if s.key.startswith("class_floor_")]

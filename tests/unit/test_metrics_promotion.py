@@ -6,6 +6,7 @@ from variantlab.core.leaderboard import build_leaderboard, to_markdown
 from variantlab.core.metrics import classification_metrics, confusion_array, confusion_frame
 from variantlab.core.promotion import Policy, Scored, decide
 from variantlab.core.statistics import metric_codes, paired_comparison, paired_regression
+from variantlab.errors import DataError
 
 SENTIMENT = ("negative", "neutral", "positive")
 
@@ -163,7 +164,7 @@ def test_leaderboard_ranks_by_validation_not_by_the_test_set() -> None:
     assert build_leaderboard(ev, trains, "macro_f1")["variant"].tolist() == ["b", "a"]
     lower = build_leaderboard(ev, trains, "macro_f1", higher_is_better=False)
     assert lower["variant"].tolist() == ["a", "b"]
-    with pytest.raises(ValueError, match="no validation macro_f1 for b"):
+    with pytest.raises(DataError, match="no validation macro_f1 recorded for b"):
         build_leaderboard(ev, {"a": trains["a"], "b": {"kind": "tfidf-logreg"}}, "macro_f1")
 
 

@@ -14,7 +14,7 @@ from tests.helpers import tiny_sentences
 from variantlab.config import ModelEntry
 from variantlab.core.baseline import fit_linear_head
 from variantlab.core.embeddings import embed_texts, softmax_head
-from variantlab.core.task import Task
+from variantlab.core.task import Classification, Regression
 from variantlab.errors import ConfigError, IntegrityError
 from variantlab.io.zoo import load_encoder, resolve
 
@@ -64,30 +64,29 @@ def test_linear_head_survives_a_safetensors_round_trip(tmp_path: Path) -> None:
 def test_a_binary_head_gives_the_logistic_probabilities_in_label_order() -> None:
     from sklearn.linear_model import LogisticRegression
 
-    from variantlab.core.task import Task
+    from variantlab.core.task import Classification
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 6)).astype(np.float32)
     y = (x[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int)
-    weight, bias = fit_linear_head(x, y, Task("classification", labels=("no", "yes")), C=1.0, max_iter=500, seed=0)
+    weight, bias = fit_linear_head(x, y, Classification(labels=("no", "yes")), C=1.0, max_iter=500, seed=0)
     assert weight.shape == (2, 6)
     reference = LogisticRegression(C=1.0, max_iter=500, random_state=0).fit(x, y).predict_proba(x)
     np.testing.assert_allclose(softmax_head(x, weight, bias), reference, atol=1e-4)
 
 
 def test_a_regression_head_is_ridge() -> None:
-    from variantlab.core.task import Task
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, 5)).astype(np.float32)
     y = x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + 4.0
-    weight, bias = fit_linear_head(x, y, Task("regression"), C=1e6, max_iter=500, seed=0)
+    weight, bias = fit_linear_head(x, y, Regression(), C=1e6, max_iter=500, seed=0)
     assert weight.shape == (1, 5) and bias.shape == (1,)
     np.testing.assert_allclose((x @ weight.T + bias)[:, 0], y, atol=1e-3)
 
 
 PROBES = ["the film was great one", "the day was awful two"]
-SENTIMENT = Task("classification", labels=("negative", "neutral", "positive"))
+SENTIMENT = Classification(labels=("negative", "neutral", "positive"))
 
 
 def _fine_tuned_kwargs(

@@ -82,24 +82,8 @@ def _task_of(model_dir: Path) -> Any:
 
 def recomputed_metrics(model: Any, test: Any, task: Any) -> dict[str, float]:
     """The evaluation metrics that depend only on the model's answers, computed again from scratch."""
-    import numpy as np
-    import pandas as pd
-
-    from variantlab.core.metrics import classification_metrics, regression_metrics
-
-    answers = model.predict(test[["text"]])
-    if not task.is_classification:
-        metrics = regression_metrics(test["value"], np.asarray(answers, dtype=float), test["domain"])
-        found = {k: metrics[k] for k in ("mae", "rmse", "r2", "spearman")}
-        for name, row in metrics["per_domain"].items():
-            found |= {f"mae.{name}": row["mae"], f"rmse.{name}": row["rmse"]}
-        return found
-    pred = pd.Series(answers, index=test.index).astype(str)
-    metrics = classification_metrics(test["label"], pred, test["domain"], task.labels)
-    found = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
-    found.update({f"f1.{k}": v["f1"] for k, v in metrics["per_class"].items()})
-    found.update({f"macro_f1.{k}": v["macro_f1"] for k, v in metrics["per_domain"].items()})
-    return found
+    answers = task.answers(model.predict(test[["text"]]), test.index)
+    return task.flat_metrics(task.score(test, answers))
 
 
 def verify(uri: str, root: Path, *, tolerance: float = 1e-6) -> tuple[list[Check], dict[str, Any]]:

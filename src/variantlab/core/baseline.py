@@ -1,7 +1,6 @@
 """Models that are plain scikit-learn: the TF-IDF baseline and the probe's linear head.
 
-Classification: logistic regression. Regression: ridge regression, whose ``alpha`` is ``1 / C`` so that one knob
-means "less regularisation" for both.
+The estimator is the task kind's (``Task.linear_model``): logistic regression for labels, ridge for numbers.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from typing import Any
 import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 
 from variantlab.config import TfidfVariant
@@ -19,9 +17,7 @@ from variantlab.core.task import Task
 
 
 def linear_model(task: Task, *, C: float, max_iter: int, seed: int, class_weight: str | None = None) -> Any:
-    if task.is_classification:
-        return LogisticRegression(C=C, max_iter=max_iter, random_state=seed, class_weight=class_weight)
-    return Ridge(alpha=1.0 / C, max_iter=max_iter, random_state=seed)
+    return task.linear_model(C=C, max_iter=max_iter, seed=seed, class_weight=class_weight)
 
 
 def tfidf_pipeline(cfg: TfidfVariant, task: Task, seed: int) -> Pipeline:
@@ -50,12 +46,6 @@ def fit_linear_head(
     """A linear head on frozen embeddings: (weight, bias), one row per label in the task's order (or one row)."""
     model = linear_model(task, C=C, max_iter=max_iter, seed=seed, class_weight=class_weight)
     model.fit(embeddings, targets)
+    weight, bias = task.linear_head(model)
     # ascontiguousarray: lbfgs leaves coef_ Fortran-ordered, and safetensors stores raw bytes in C order.
-    weight = np.atleast_2d(np.asarray(model.coef_, dtype=np.float32))
-    bias = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float32))
-    if task.is_classification and task.is_binary:  # sklearn keeps one row for two classes: logit of class 1
-        weight, bias = np.vstack([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
-    if task.is_classification and list(model.classes_) != list(range(task.num_outputs)):
-        missing = sorted(set(task.labels) - {task.labels[int(c)] for c in model.classes_})
-        raise ValueError(f"the training rows hold no example of {missing}: the head cannot learn them")
     return np.ascontiguousarray(weight), np.ascontiguousarray(bias)

@@ -32,14 +32,7 @@ class PreparedData:
 
 def _check_every_class_in_every_split(full: dict[str, pd.DataFrame], task: Task) -> None:
     """A class missing from a split cannot be learned (train), chosen on (val) or scored (test)."""
-    if not task.is_classification:
-        return
-    counts = {name: part["label"].value_counts() for name, part in full.items()}
-    missing = [
-        f"'{label}' ({', '.join(f'{n} {int(c.get(label, 0))}' for n, c in counts.items())})"
-        for label in task.labels
-        if any(int(c.get(label, 0)) == 0 for c in counts.values())
-    ]
+    missing = task.check_splits(full)
     if missing:
         raise DataError(
             f"class(es) {', '.join(missing)} too few to appear in every split: give each class more rows "

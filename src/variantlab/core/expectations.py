@@ -41,12 +41,8 @@ def validation_view(raw: pd.DataFrame, task: Task) -> pd.DataFrame:
     # The numeric column under the user's own name, so a failure names the column of their file.
     if _value_name(task) != "value":
         view = view.rename(columns={"value": _value_name(task)})
-    if task.is_classification:
-        view["target"] = view["label"]
-        for name in task.labels:
-            view[_indicator(name)] = (raw["label"].astype("string") == name).fillna(False).astype("float64")
-    else:
-        view["target"] = raw["value"].astype("float64")
+    for column, values in task.target_view(raw).items():
+        view[column] = values
     return view
 
 
@@ -72,7 +68,8 @@ def _target_specs(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:
                 description=f"{column} within [{low:g}, {high:g}]",
             )
         )
-    if not task.is_classification:
+    floor = task.class_floor(cfg.min_class_fraction)
+    if floor is None:  # no classes: the target is a number
         return [
             ExpectationSpec(
                 "target_type",
@@ -82,7 +79,6 @@ def _target_specs(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:
             ),
             *specs,
         ]
-    floor = cfg.min_class_fraction if cfg.min_class_fraction is not None else 1 / (4 * len(task.labels))
     if floor * len(task.labels) > 1:
         raise ConfigError(
             f"validation.min_class_fraction {floor:g} x {len(task.labels)} labels is more than the whole data: "

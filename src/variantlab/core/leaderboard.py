@@ -11,11 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-# The overall metrics of each task kind, in the order the table shows them.
-HEADLINE = {
-    "classification": ("accuracy", "macro_f1", "roc_auc", "pr_auc", "ece"),
-    "regression": ("mae", "rmse", "r2", "spearman"),
-}
+from variantlab.errors import DataError
 
 
 def build_leaderboard(
@@ -26,12 +22,16 @@ def build_leaderboard(
     kind: str = "classification",
     higher_is_better: bool = True,
 ) -> pd.DataFrame:
+    """``quality`` is the test value of ``metric``: one column the plots can name whatever the task."""
+    from variantlab.core.tasks import task_kind
+
     rows = []
-    slice_metric = "macro_f1" if kind == "classification" else "mae"
+    headline, slice_metric = task_kind(kind).headline, task_kind(kind).slice_metric
     for variant, ev in evals.items():
         tr = trains.get(variant, {})
         row: dict[str, Any] = {"variant": variant, "kind": tr.get("kind"), f"val_{metric}": tr.get(f"val_{metric}")}
-        row.update({key: ev.get(key) for key in HEADLINE[kind] if key in ev})
+        row.update({key: ev.get(key) for key in headline if key in ev})
+        row["quality"] = ev.get(metric)
         row.update({f"f1_{name}": cls["f1"] for name, cls in ev.get("per_class", {}).items()})
         row.update({f"{slice_metric}@{name}": dom[slice_metric] for name, dom in ev["per_domain"].items()})
         row.update(
@@ -54,7 +54,10 @@ def build_leaderboard(
     by = f"val_{metric}"
     missing = sorted(board.loc[board[by].isna(), "variant"])
     if missing:
-        raise ValueError(f"no validation {metric} for {', '.join(missing)}: retrain them (dvc repro)")
+        raise DataError(
+            f"no validation {metric} recorded for {', '.join(missing)}: retrain them (dvc repro -f -s train@<variant>)",
+            file="metrics/train",
+        )
     board = board.sort_values([by, "variant"], ascending=[not higher_is_better, True]).reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board

@@ -38,7 +38,7 @@ def signature_for(example: pd.DataFrame, task: Task) -> Any:
     from mlflow.models.signature import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    output = ColSpec("string") if task.is_classification else ColSpec("double")
+    output = ColSpec(task.answer_type)
     return ModelSignature(
         inputs=infer_signature(example).inputs,
         outputs=Schema([output]),

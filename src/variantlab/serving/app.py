@@ -29,7 +29,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from variantlab.console import info
-from variantlab.core.task import Task
+from variantlab.core.task import Classification, Regression, Task
+from variantlab.core.tasks import FeedbackRejected
 from variantlab.serving.batcher import MicroBatcher
 from variantlab.serving.log import DuplicateFeedback, PredictionLog, UnknownPrediction, now
 from variantlab.serving.metrics import ServeMetrics
@@ -174,30 +175,13 @@ def check_feedback(payload: Any, task: Task | None) -> tuple[str, str | None, fl
     domain = payload.get("domain")
     if domain is not None and (not isinstance(domain, str) or not domain.strip() or len(domain) > 200):
         raise Problem(400, "'domain' must be a non-empty string of at most 200 characters")
-    regression = task is not None and not task.is_classification
-    if regression or (task is None and "value" in payload):
-        if "label" in payload:
-            raise Problem(400, "this model predicts a number: send 'value', not 'label'")
-        value = payload.get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise Problem(400, "'value' must be a finite number (the true target)")
-        if task is not None and task.value_range is not None:
-            low, high = task.value_range
-            if not low <= value <= high:
-                raise Problem(422, f"value {value} is outside the task's range [{low:g}, {high:g}]")
-        return pid, None, float(value), domain
-    if "value" in payload:
-        raise Problem(400, "this model predicts a label: send 'label', not 'value'")
-    label = payload.get("label")
-    known = ", ".join(task.labels) if task else ""
-    if not isinstance(label, str) or not label.strip():
-        raise Problem(400, "'label' must be the true label" + (f" (one of: {known})" if known else ""))
-    if task is not None:
-        spelled = {name.casefold(): name for name in task.labels}
-        if label.strip().casefold() not in spelled:
-            raise Problem(422, f"label '{label}' is not one of the task's labels: {known}")
-        label = spelled[label.strip().casefold()]
-    return pid, label.strip(), None, domain
+    if task is None:  # a model that records no task: the body says which kind of answer it corrects
+        task = Regression() if "value" in payload else Classification()
+    try:
+        label, value = task.feedback_answer(payload)
+    except FeedbackRejected as error:
+        raise Problem(error.status, str(error)) from None
+    return pid, label, value, domain
 
 
 # ---- the app ----

@@ -64,7 +64,7 @@ def _score_classification(ctx: StageContext, task: Task, model: Any, test: Any) 
     import numpy as np
     import pandas as pd
 
-    from variantlab.core.metrics import calibration, classification_metrics, confusion_array, confusion_frame
+    from variantlab.core.metrics import calibration, confusion_array, confusion_frame
     from variantlab.io.files import write_csv
     from variantlab.io.plots import confusion_png, reliability_png
 
@@ -75,9 +75,7 @@ def _score_classification(ctx: StageContext, task: Task, model: Any, test: Any) 
     pred = pd.Series(np.asarray(task.labels, dtype=object)[proba.to_numpy().argmax(axis=1)], index=test.index)
     confidence = proba.to_numpy().max(axis=1)
     positive = proba[task.positive_label].to_numpy() if task.is_binary and task.positive_label else None
-    metrics = classification_metrics(
-        test["label"], pred, test["domain"], task.labels, positive_score=positive, positive_label=task.positive_label
-    )
+    metrics = task.score(test, pred, positive_score=positive)
     ece, reliability = calibration(confidence, (pred == test["label"].astype(str)).to_numpy(), CALIBRATION_BINS)
     metrics |= {"ece": round(ece, 5), "mean_confidence": round(float(np.mean(confidence)), 5)}
     confusion = confusion_frame(test["label"], pred, task.labels)
@@ -90,12 +88,7 @@ def _score_classification(ctx: StageContext, task: Task, model: Any, test: Any) 
         ctx.path(paths.confusion_csv(variant)),
         pd.DataFrame({"actual": test["label"].astype(str), "predicted": pred.to_numpy()}),
     )
-    logged: dict[str, float] = {
-        key: metrics[key] for key in ("accuracy", "macro_f1", "ece", "roc_auc", "pr_auc") if key in metrics
-    }
-    for name, row in metrics["per_class"].items():
-        logged |= {f"{k}.{name}": row[k] for k in ("f1", "precision", "recall")}
-    logged |= {f"macro_f1.{k}": v["macro_f1"] for k, v in metrics["per_domain"].items()}
+    logged = task.flat_metrics(metrics)
     columns = {"confidence": confidence, **{f"p_{c}": proba[c].to_numpy() for c in proba.columns}}
     plots = [paths.confusion_png(variant), paths.reliability_png(variant)]
     return Scoring(metrics, pred, columns, logged, plots)
@@ -105,14 +98,13 @@ def _score_regression(ctx: StageContext, task: Task, model: Any, test: Any) -> S
     import numpy as np
     import pandas as pd
 
-    from variantlab.core.metrics import regression_metrics
     from variantlab.io.files import write_csv
     from variantlab.io.plots import error_by_bin_png, residual_png
 
     variant = str(ctx.variant)
     with timing.compute():
-        pred = pd.Series(np.asarray(model.predict(test[["text"]]), dtype=np.float64), index=test.index)
-    metrics = regression_metrics(test["value"], pred.to_numpy(), test["domain"])
+        pred = task.answers(model.predict(test[["text"]]), test.index)
+    metrics = task.score(test, pred)
     truth = test["value"].to_numpy(dtype=np.float64)
     residual_png(
         truth,
@@ -127,9 +119,7 @@ def _score_regression(ctx: StageContext, task: Task, model: Any, test: Any) -> S
     table = rows.groupby("bin", as_index=False).mean()
     write_csv(ctx.path(paths.reliability_csv(variant)), table)
     error_by_bin_png(table, variant, ctx.path(paths.reliability_png(variant)))
-    logged: dict[str, float] = {key: metrics[key] for key in ("mae", "rmse", "r2", "spearman")}
-    for name, row in metrics["per_domain"].items():
-        logged |= {f"{k}.{name}": row[k] for k in ("mae", "rmse")}
+    logged = task.flat_metrics(metrics)
     columns = {"error": (pred - truth).to_numpy()}
     return Scoring(metrics, pred, columns, logged, [paths.confusion_png(variant), paths.reliability_png(variant)])
 
@@ -204,8 +194,7 @@ def run(ctx: StageContext) -> int:
             negation=task.polarity is not None,
             invariance=task.invariance,
         )
-        # A number "does not change" within 5% of the test targets' spread.
-        tolerance = None if task.is_classification else 0.05 * float(test["value"].std() or 1.0)
+        tolerance = task.behaviour_tolerance(test)
         with timing.compute():
             behaviour, checked = run_checks(
                 lambda batch: model.predict(pd.DataFrame({"text": batch})), cases, tolerance=tolerance

@@ -28,14 +28,6 @@ MAX_ATTEMPTS = 5
 PAUSE_ENV = "VARIANTLAB_PROMOTE_PAUSE_S"
 
 
-def slices(metrics: dict[str, Any], task: Task) -> dict[str, float]:
-    """The guarded slices: macro-F1 of each domain and F1 of each class, or the MAE of each domain."""
-    score = "macro_f1" if task.is_classification else "mae"
-    out = {f"domain/{k}": float(v[score]) for k, v in metrics["per_domain"].items()}
-    out.update({f"class/{k}": float(v["f1"]) for k, v in metrics.get("per_class", {}).items()})
-    return out
-
-
 @dataclass
 class Candidate:
     """The challenger (or the baseline) as the local pipeline outputs describe it."""
@@ -55,14 +47,13 @@ def load_candidate(ctx: StageContext, variant: str, test: Any, task: Task) -> Ca
     evaluated = read_json(ctx.path(paths.eval_metrics(variant)))
     trained = read_json(ctx.path(paths.train_metrics(variant)))
     frame = pd.read_parquet(ctx.path(paths.predictions_path(variant))).set_index("id")
-    predictions = pd.Series(frame.loc[test["id"], "predicted"].to_numpy(), index=test.index)
-    predictions = predictions.astype(str) if task.is_classification else predictions.astype(float)
+    predictions = task.answers(frame.loc[test["id"], "predicted"].to_numpy(), test.index)
     scored = Scored(
         variant,
         float(evaluated[ctx.params.metric]),
         trained["mlflow_run_id"],
         evaluated["test_sha256"],
-        slices(evaluated, task),
+        task.slices(evaluated),
         evaluated.get("latency_ms_p50"),
         trained.get("model_size_mb"),
     )
@@ -71,11 +62,7 @@ def load_candidate(ctx: StageContext, variant: str, test: Any, task: Task) -> Ca
 
 def _score_champion(ctx: StageContext, version: Any, test: Any, test_sha256: str, task: Task) -> tuple[Any, Any]:
     """Re-score the current champion on today's frozen test set: (Scored, predictions)."""
-    import numpy as np
-    import pandas as pd
-
     from variantlab.core import timing
-    from variantlab.core.metrics import classification_metrics, regression_metrics
     from variantlab.core.promotion import Scored
     from variantlab.io.models import load_pyfunc
 
@@ -83,68 +70,48 @@ def _score_champion(ctx: StageContext, version: Any, test: Any, test_sha256: str
     model = load_pyfunc(f"models:/{ctx.params.registered_model}/{version.version}")
     with timing.compute():
         answers = model.predict(test[["text"]])
-    if task.is_classification:
-        pred = pd.Series(answers, index=test.index).astype(str)
-        unknown = sorted(set(pred) - set(task.labels))
-        if unknown:
-            raise ConfigError(
-                f"the champion (version {version.version}) answers labels {unknown[:5]} outside this task's "
-                f"{list(task.labels)}: a new task needs its own registered model (project.name)"
-            )
-        metrics = classification_metrics(test["label"], pred, test["domain"], task.labels)
-    else:
-        pred = pd.Series(np.asarray(answers, dtype=np.float64), index=test.index)
-        metrics = regression_metrics(test["value"], pred.to_numpy(), test["domain"])
+    try:
+        pred = task.answers(answers, test.index)
+        metrics = task.score(test, pred)
+    except ValueError as error:
+        raise ConfigError(
+            f"the champion (version {version.version}) does not fit this task ({error}): "
+            "a new task needs its own registered model (project.name)"
+        ) from None
     metric = ctx.params.metric
     if metric not in metrics:
         raise ConfigError(f"the champion cannot be scored by {metric} (a binary metric needs probabilities)")
     scored = Scored(
-        version.tags.get("variant", "?"), float(metrics[metric]), version.run_id, test_sha256, slices(metrics, task)
+        version.tags.get("variant", "?"), float(metrics[metric]), version.run_id, test_sha256, task.slices(metrics)
     )
     return scored, pred
 
 
 def _compare(ctx: StageContext, test: Any, theirs: Any, mine: Any, task: Task) -> Any:
-    from variantlab.core.statistics import paired_comparison, paired_regression
-
     cfg = ctx.params.promotion
-    metric, seed = ctx.params.metric, ctx.params.project.seed
-    if not task.is_classification:
-        values = test["value"].to_numpy()
-        return paired_regression(
-            values,
-            theirs.to_numpy(),
-            mine.to_numpy(),
-            metric=metric,
-            n_bootstrap=cfg.n_bootstrap,
-            confidence=cfg.confidence,
-            seed=seed,
-        )
-    return paired_comparison(
-        task.codes(test["label"]),
-        task.codes(theirs),
-        task.codes(mine),
-        k=task.num_outputs,
-        metric=metric,
+    return task.paired_test(
+        test,
+        theirs,
+        mine,
+        metric=ctx.params.metric,
         n_bootstrap=cfg.n_bootstrap,
         confidence=cfg.confidence,
-        seed=seed,
+        seed=ctx.params.project.seed,
     )
 
 
 def _decide(ctx: StageContext, current: Any, best: Candidate, baseline: Candidate | None, test: Any, task: Task) -> Any:
     from variantlab.core.promotion import Policy, Scored, decide
-    from variantlab.core.task import higher_is_better
 
     cfg = ctx.params.promotion
     policy = Policy(
         ctx.params.metric,
-        cfg.floor,
+        ctx.params.floor,
         cfg.min_improvement,
         cfg.max_latency_ms,
         cfg.max_model_size_mb,
         cfg.max_slice_drop,
-        higher_is_better(ctx.params.metric),
+        task.higher_is_better(ctx.params.metric),
     )
     challenger = best.scored
     if current is None:
@@ -171,7 +138,7 @@ def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, deci
     trained, evaluated = best.trained, best.evaluated
     name, metric = ctx.params.registered_model, ctx.params.metric
     variant = best.scored.variant
-    headline = ("macro_f1", "accuracy") if "accuracy" in evaluated else ("mae", "r2")
+    headline = ctx.task().metrics
     tags = {
         "variant": variant,
         "strategy": trained["kind"],

@@ -96,12 +96,14 @@ class TfidfKind:
         from variantlab.io.models import sklearn_model_kwargs
 
         def target(frame: Any) -> Any:
-            return frame["label"].astype(str) if task.is_classification else frame["value"].astype(float)
+            return task.answers(frame[task.target], frame.index)
 
         metric = self.ctx.params.metric
         with timing.compute():
             pipeline = tfidf_pipeline(self.cfg, task, self.ctx.params.project.seed).fit(train[["text"]], target(train))
-            value = metric_value(metric, target(val), pipeline.predict(val[["text"]]), task.labels or None)
+            value = metric_value(
+                metric, target(val), task.answers(pipeline.predict(val[["text"]])), task.labels or None
+            )
         coef = np.atleast_2d(pipeline.named_steps["classifier"].coef_)
         size = int(coef.size + coef.shape[0])
         stats = {
@@ -161,11 +163,9 @@ class ProbeKind:
                 class_weight=cfg.class_weight,
             )
             outputs = val_embeddings @ weight.T + bias
-            guess = outputs.argmax(axis=1) if task.is_classification else outputs[:, 0]
-            labels = list(range(task.num_outputs)) if task.is_classification else None
-            value = metric_value(ctx.params.metric, task.y(val), guess, labels)
+            value = metric_value(ctx.params.metric, task.y(val), task.decode(outputs), task.code_labels())
         meta = {
-            **_output_meta(task),
+            **task.output_meta(),
             "batch_size": cfg.batch_size,
             "max_length": cfg.max_length,
             "normalize": True,
@@ -187,13 +187,6 @@ class ProbeKind:
             return encoder_model_kwargs(artifacts, _example(train), task)
 
         return Fitted(write, stats)
-
-
-def _output_meta(task: Task, mean: float = 0.0, std: float = 1.0) -> dict[str, Any]:
-    """What the served model needs to turn its head's output into the task's answer."""
-    if task.is_classification:
-        return {"task": "classification", "classes": list(task.labels)}
-    return {"task": "regression", "classes": [], "target_mean": mean, "target_std": std}
 
 
 def _fingerprint(cfg: FinetuneVariant, train: Any, seed: int) -> str:
@@ -281,15 +274,12 @@ class FinetuneKind:
             )
         torch.manual_seed(ctx.params.project.seed)
         classifier = EncoderClassifier(encoder, task.num_outputs, dropout=cfg.dropout)
-        # Regression trains on the standardised target (a price in dollars and a rating in [-4, 4] alike);
-        # the served model undoes it.
-        mean = float(train["value"].mean()) if not task.is_classification else 0.0
-        std = float(train["value"].std() or 1.0) if not task.is_classification else 1.0
+        # The head trains on the target the kind standardises (a regression's); the served model undoes it.
+        mean, std = task.standardiser(train)
 
         def encode(frame: Any) -> Encoded:
             ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=cfg.max_length)["input_ids"]
-            y = task.y(frame)
-            return Encoded(ids, y if task.is_classification else (y - mean) / std)
+            return Encoded(ids, task.scaled_y(frame, mean, std))
 
         rank, world = _distributed_rank()
         device = resolve_device(cfg.device)
@@ -300,7 +290,7 @@ class FinetuneKind:
             cfg, seed=ctx.params.project.seed, device=device, objective=task.kind, metric=metric
         )
         # Regression trains and validates on the standardised target: errors go back to the target's units.
-        unit = std if not task.is_classification and metric in ("mae", "rmse") else 1.0
+        unit = task.metric_unit(metric, std)
         store_dir = ctx.path(SCRATCH / "checkpoints" / f"{ctx.variant}-{_fingerprint(cfg, train, settings.seed)}")
         store = DirectoryCheckpointer(store_dir)
         if self.resume and store.exists():
@@ -344,7 +334,7 @@ class FinetuneKind:
             "bias": classifier.head.bias.detach().cpu().numpy(),
         }
         meta = {
-            **_output_meta(task, mean, std),
+            **task.output_meta(mean, std),
             "batch_size": 64,
             "max_length": cfg.max_length,
             "normalize": False,
