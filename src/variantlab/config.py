@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from variantlab.errors import ConfigError
+from variantlab.schema import (  # noqa: F401  (re-exported: the shared parts of the schema)
+    NOT_SEARCHABLE,
+    SearchConfig,
+    SearchParam,
+    Strict,
+    VariantBase,
+    with_value,
+)
 
 DEFAULT_PARAMS = Path("params.yaml")
 MAX_LABELS = 20
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ProjectConfig(Strict):
@@ -166,191 +170,6 @@ class ModelEntry(Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class SearchParam(Strict):
-    """One searched key: ``float`` (uniform, or ``log``), ``int`` (with an optional ``step``) or ``categorical``."""
-
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = Field(None, gt=0)
-    choices: tuple[Any, ...] | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> SearchParam:
-        if self.type == "categorical":
-            if not self.choices:
-                raise ValueError("a categorical search parameter needs `choices`")
-            return self
-        if self.low is None or self.high is None or self.low >= self.high:
-            raise ValueError(f"a {self.type} search parameter needs `low` < `high`")
-        if self.log and (self.low <= 0 or self.step is not None):
-            raise ValueError("a log-scale search parameter needs low > 0 and no step")
-        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
-            raise ValueError("an int search parameter needs whole-number bounds")
-        return self
-
-    def bounds(self) -> tuple[Any, ...]:
-        """The values at the edges of the range: what must fit the variant for every trial to be valid."""
-        if self.choices is not None:
-            return self.choices
-        assert self.low is not None and self.high is not None
-        if self.type == "int":
-            return (int(self.low), int(self.high))
-        return (float(self.low), float(self.high))
-
-    def grid(self) -> tuple[Any, ...] | None:
-        """Every value, for the grid sampler (None: a continuous range has no grid)."""
-        if self.choices is not None:
-            return self.choices
-        assert self.low is not None and self.high is not None
-        if self.type == "int":
-            return tuple(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step is None:
-            return None
-        count = round((self.high - self.low) / self.step) + 1
-        return tuple(round(self.low + i * self.step, 12) for i in range(count))
-
-
-class SearchConfig(Strict):
-    """A hyperparameter search inside one variant (Optuna): trials are chosen on the validation split."""
-
-    space: dict[str, SearchParam] = Field(min_length=1)  # keys of the variant, dotted for nested ones: lora.rank
-    trials: int | None = Field(10, ge=1)  # trials that finish (complete or pruned); grid + null: the whole grid
-    timeout_s: float | None = Field(None, gt=0)  # no new trial starts after this many seconds (per process)
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = "median"  # stops fine-tuning trials on per-epoch validation
-    startup_trials: int = Field(3, ge=0)  # trials sampled at random before TPE models, and before pruning starts
-    warmup_epochs: int = Field(0, ge=0)  # median pruner: epochs every trial runs before it may be pruned
-    # An Optuna RDB URL. null: $VARIANTLAB_OPTUNA_STORAGE (the team stack's PostgreSQL), else the SQLite file
-    # .variantlab/optuna.db; several processes on one storage share the study.
-    storage: str | None = None
-
-    @model_validator(mode="after")
-    def _grid_is_discrete(self) -> SearchConfig:
-        if self.sampler == "grid":
-            continuous = sorted(k for k, p in self.space.items() if p.grid() is None)
-            if continuous:
-                raise ValueError(f"the grid sampler needs `choices` or a `step` for {', '.join(continuous)}")
-        return self
-
-    def grid(self) -> dict[str, list[Any]]:
-        return {key: list(param.grid() or ()) for key, param in self.space.items()}
-
-
-NOT_SEARCHABLE = frozenset({"kind", "model", "search", "extra_data", "device", "processes"})
-
-
-def with_value(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    """A copy of ``data`` with the (dotted) key set: ``lora.rank`` -> data["lora"]["rank"]."""
-    head, _, rest = dotted.partition(".")
-    out = dict(data)
-    out[head] = with_value(dict(out.get(head) or {}), rest, value) if rest else value
-    return out
-
-
-class VariantBase(Strict):
-    """What every variant may say about its training data, and the search over its own keys."""
-
-    train_rows: int | None = Field(None, ge=1)  # at most this many training rows (stratified), e.g. for the CPU profile
-    extra_data: str | None = None  # "holdout" (the held-out domains) or a CSV/Parquet file under data/external/
-    extra_rows: int | None = Field(None, ge=1)  # at most this many rows of extra data (stratified)
-    search: SearchConfig | None = None
-
-    @model_validator(mode="after")
-    def _searchable(self) -> VariantBase:
-        if self.search is None:
-            return self
-        dumped = self.model_dump(exclude={"search"})
-        problems = []
-        for key, param in self.search.space.items():
-            head = key.partition(".")[0]
-            node: Any = dumped
-            for part in key.split("."):
-                node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
-            if node is KeyError or head in NOT_SEARCHABLE or isinstance(node, dict):
-                problems.append(f"search.space.{key}: not a searchable key of this {dumped['kind']} variant")
-                continue
-            for value in param.bounds():
-                try:
-                    type(self).model_validate({**with_value(dumped, key, value), "search": None})
-                except ValidationError as exc:
-                    reason = exc.errors()[0]["msg"]
-                    problems.append(f"search.space.{key}: the value {value!r} does not fit ({reason})")
-                    break
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def with_values(self, values: dict[str, Any]) -> Any:
-        """This variant with a trial's values in place of its own, validated, and without its search."""
-        data = self.model_dump(exclude={"search"})
-        for key, value in values.items():
-            data = with_value(data, key, value)
-        return type(self).model_validate(data)
-
-
-class TfidfVariant(VariantBase):
-    kind: Literal["tfidf-logreg"]
-    max_features: int = Field(50000, ge=1)
-    ngram_max: int = Field(2, ge=1, le=3)
-    min_df: int = Field(2, ge=1)
-    C: float = Field(4.0, gt=0)
-    max_iter: int = Field(1000, ge=1)
-    class_weight: Literal["balanced"] | None = None  # classification only: weigh rare classes up
-
-
-class ProbeVariant(VariantBase):
-    kind: Literal["probe"]
-    model: str
-    max_length: int = Field(128, ge=8, le=512)
-    batch_size: int = Field(64, ge=1)
-    C: float = Field(10.0, gt=0)
-    max_iter: int = Field(2000, ge=1)
-    class_weight: Literal["balanced"] | None = None  # classification only: weigh rare classes up
-
-
-class LoraSettings(Strict):
-    rank: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("query", "value")
-
-
-class FinetuneVariant(VariantBase):
-    """``full``: all weights train; ``lora``: adapters only; ``pruned``: the first ``keep_layers`` layers train."""
-
-    kind: Literal["full", "lora", "pruned"]
-    model: str
-    max_length: int = Field(64, ge=8, le=512)
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    grad_accum: int = Field(1, ge=1)
-    patience: int = Field(1, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    keep_layers: int | None = Field(None, ge=1)
-    lora: LoraSettings = LoraSettings()
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    processes: int = Field(1, ge=1)  # > 1: the stage relaunches itself under torchrun (DDP; one per GPU)
-    bf16: bool = True  # bf16 autocast, used on CUDA only
-    compile: bool = False
-    checkpoint_every: int = Field(0, ge=0)
-    max_steps: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _pruned_needs_layers(self) -> FinetuneVariant:
-        if self.kind == "pruned" and self.keep_layers is None:
-            raise ValueError("a pruned variant needs keep_layers")
-        return self
-
-
-Variant = Annotated[TfidfVariant | ProbeVariant | FinetuneVariant, Field(discriminator="kind")]
-ENCODER_VARIANTS = (ProbeVariant, FinetuneVariant)
-
-
 class PromotionConfig(Strict):
     registered_model: str | None = None  # default: variantlab-<project.name>
     metric: str | None = None  # null or left out: the task kind's (macro_f1 for classification, mae for regression)
@@ -430,7 +249,8 @@ class Params(Strict):
     validation: ValidationConfig = ValidationConfig()
     split: SplitConfig = SplitConfig()
     models: dict[str, ModelEntry] = Field(default_factory=dict)
-    variants: dict[str, Variant] = Field(min_length=1)
+    # Each value is validated as its kind's config (``variantlab.variants``): see ``params_model``.
+    variants: dict[str, VariantBase] = Field(min_length=1)
     promotion: PromotionConfig = PromotionConfig()
     feedback: FeedbackConfig = FeedbackConfig()
     serve: ServeConfig = ServeConfig()
@@ -439,10 +259,9 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Params:
+        named = {name: getattr(v, "model", None) for name, v in self.variants.items()}  # the kinds on a model
         unknown = sorted(
-            f"variants.{name}.model='{v.model}'"
-            for name, v in self.variants.items()
-            if isinstance(v, ENCODER_VARIANTS) and v.model not in self.models
+            f"variants.{name}.model='{model}'" for name, model in named.items() if model and model not in self.models
         )
         if unknown:
             raise ValueError(f"unknown model in {', '.join(unknown)} (declared models: {sorted(self.models)})")
@@ -494,7 +313,7 @@ class Params(Strict):
     def registered_model(self) -> str:
         return self.promotion.registered_model or f"variantlab-{self.project.name}"
 
-    def variant(self, name: str) -> TfidfVariant | ProbeVariant | FinetuneVariant:
+    def variant(self, name: str) -> Any:
         if name not in self.variants:
             raise ConfigError(f"unknown variant '{name}' (declared: {', '.join(sorted(self.variants))})")
         return self.variants[name]
@@ -502,18 +321,33 @@ class Params(Strict):
 
 def _describe(err: Any) -> str:
     loc = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
-    if len(loc) >= 3 and loc[0] == "variants" and loc[2] in VARIANT_KINDS:  # the union's tag, not a key
+    if len(loc) >= 3 and loc[0] == "variants" and loc[2] in _variant_kinds():  # the union's tag, not a key
         del loc[2]
     where = ".".join(loc)
     if err["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
     if err["type"] == "union_tag_invalid":
-        return f"{where}: unknown kind {err['input'].get('kind')!r} (allowed: tfidf-logreg, probe, full, lora, pruned)"
+        return f"{where}: unknown kind {err['input'].get('kind')!r} (allowed: {', '.join(_variant_kinds())})"
     return f"{where or '<top>'}: {err['msg']}"
 
 
-FINETUNE_KINDS = ("full", "lora", "pruned")
-VARIANT_KINDS = ("tfidf-logreg", "probe", *FINETUNE_KINDS)
+def _variant_kinds() -> dict[str, Any]:
+    from variantlab.variants import variant_kinds
+
+    return variant_kinds()
+
+
+def params_model() -> type[Params]:
+    """``Params`` whose ``variants`` are the discriminated union of the kinds registered now (built once per
+    set of kinds: a kind registered at run time, by a plugin or a test, is part of the next parse)."""
+    configs = tuple(dict.fromkeys(kind.config for kind in _variant_kinds().values()))
+    if configs not in _MODELS:
+        union: Any = Annotated[Union[configs], Field(discriminator="kind")]  # noqa: UP007  (a runtime tuple)
+        _MODELS[configs] = create_model("Params", __base__=Params, variants=(dict[str, union], Field(min_length=1)))
+    return _MODELS[configs]
+
+
+_MODELS: dict[tuple[type[VariantBase], ...], type[Params]] = {}
 
 
 def apply_profile(raw: dict[str, Any], file: str) -> dict[str, Any]:
@@ -531,9 +365,10 @@ def apply_profile(raw: dict[str, Any], file: str) -> dict[str, Any]:
     if isinstance(out.get("split"), dict):
         out["split"] = {**out["split"], **(overrides.get("split") or {})}
     if isinstance(out.get("variants"), dict):
+        finetune_kinds = {name for name, kind in _variant_kinds().items() if kind.takes_finetune_profile}
         out["variants"] = {
             key: {**v, **(overrides.get("finetune") or {})}
-            if isinstance(v, dict) and v.get("kind") in FINETUNE_KINDS
+            if isinstance(v, dict) and v.get("kind") in finetune_kinds
             else v
             for key, v in out["variants"].items()
         }
@@ -545,7 +380,7 @@ def parse_params(raw: Any, *, file: str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError("must be a YAML mapping", file=file)
     try:
-        return Params.model_validate(apply_profile(raw, file))
+        return params_model().model_validate(apply_profile(raw, file))
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())
         raise ConfigError(problems, file=file) from None

@@ -137,7 +137,7 @@ CASES: dict[str, Case] = {
         "validate",
     ),
     "single-class": Case(
-        write_frame(lambda f: f.assign(rating=2.5)), "class_floor_negative: expected at least 10% negative", "validate"
+        write_frame(lambda f: f.assign(rating=2.5)), "class_floor_negative: expected at least 8% negative", "validate"
     ),
     "auto-labels-one-class": Case(
         both(

@@ -45,8 +45,8 @@ def _log(pipeline: object, task: Task, workdir: Path, name: str) -> str:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     import mlflow
 
-    from variantlab.config import TfidfVariant
     from variantlab.core.baseline import tfidf_pipeline
+    from variantlab.variants.tfidf import TfidfVariant
 
     root = tmp_path_factory.mktemp("serving")
     uri = f"sqlite:///{root / 'mlflow.db'}"

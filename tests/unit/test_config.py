@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from variantlab.config import ProbeVariant, load_params, parse_params
+from variantlab.config import load_params, parse_params
 from variantlab.errors import ConfigError
+from variantlab.variants.probe import ProbeVariant
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -134,7 +134,6 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
     """Every model kind saves as an MLflow pyfunc and loads back with pickle deserialisation refused."""
     import mlflow
 
-    from variantlab.config import TfidfVariant
     from variantlab.core.baseline import tfidf_pipeline
     from variantlab.io.models import (
         encoder_model_kwargs,
@@ -142,6 +141,7 @@ def test_saved_models_load_without_pickle(kind: str, tiny_bert: tuple[Path, str]
         sklearn_model_kwargs,
         stage_encoder_artifacts,
     )
+    from variantlab.variants.tfidf import TfidfVariant
 
     data = tiny_sentences(90).assign(
         label=lambda f: np.where(f["rating"] > 1, "positive", np.where(f["rating"] < -1, "negative", "neutral"))
@@ -207,9 +207,9 @@ def test_a_model_is_serialised_once_and_logged_as_the_same_files(
     import mlflow
     import yaml
 
-    from variantlab.config import TfidfVariant
     from variantlab.core.baseline import tfidf_pipeline
     from variantlab.io.models import save_and_log, sklearn_model_kwargs
+    from variantlab.variants.tfidf import TfidfVariant
 
     data = tiny_sentences(90).assign(
         label=lambda f: np.where(f["rating"] > 1, "positive", np.where(f["rating"] < -1, "negative", "neutral"))

@@ -12,8 +12,8 @@ from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 
-from variantlab.config import TfidfVariant
 from variantlab.core.task import Task
+from variantlab.variants.tfidf import TfidfVariant
 
 
 def linear_model(task: Task, *, C: float, max_iter: int, seed: int, class_weight: str | None = None) -> Any:

@@ -19,8 +19,8 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from variantlab.config import FinetuneVariant
 from variantlab.core import timing
+from variantlab.variants.finetune import FinetuneVariant
 
 _DEFAULTS = {name: f.default for name, f in FinetuneVariant.model_fields.items()}
 

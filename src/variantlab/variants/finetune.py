@@ -1,0 +1,231 @@
+"""``full``, ``lora`` and ``pruned``: an open encoder with a head, fine-tuned by ``core.training`` (all of its
+weights, PEFT LoRA adapters only, or its first ``keep_layers`` layers: a changed architecture). The model holds
+the trained encoder (or the adapter, naming its base by hash) and the head (safetensors) behind the pyfunc
+wrapper in ``io/encoder_model.py``. ``processes: N`` trains as N DDP workers under torchrun."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from variantlab.console import info
+from variantlab.schema import Strict, VariantBase
+from variantlab.variants.base import SCRATCH, Fitted, VariantKind, example_rows, val_stats
+
+if TYPE_CHECKING:
+    from variantlab.core.task import Task
+
+
+class LoraSettings(Strict):
+    rank: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: tuple[str, ...] = ("query", "value")
+
+
+class FinetuneVariant(VariantBase):
+    """``full``: all weights train; ``lora``: adapters only; ``pruned``: the first ``keep_layers`` layers train."""
+
+    kind: Literal["full", "lora", "pruned"]
+    model: str
+    max_length: int = Field(64, ge=8, le=512)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    grad_accum: int = Field(1, ge=1)
+    patience: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    keep_layers: int | None = Field(None, ge=1)
+    lora: LoraSettings = LoraSettings()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    processes: int = Field(1, ge=1)  # > 1: the stage relaunches itself under torchrun (DDP; one per GPU)
+    bf16: bool = True  # bf16 autocast, used on CUDA only
+    compile: bool = False
+    checkpoint_every: int = Field(0, ge=0)
+    max_steps: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _pruned_needs_layers(self) -> FinetuneVariant:
+        if self.kind == "pruned" and self.keep_layers is None:
+            raise ValueError("a pruned variant needs keep_layers")
+        return self
+
+
+def _fingerprint(cfg: FinetuneVariant, train: Any, seed: int) -> str:
+    """Identifies what a checkpoint belongs to: resuming onto other params or data would be wrong."""
+    digest = hashlib.sha256(json.dumps(cfg.model_dump(), sort_keys=True).encode() + str(seed).encode())
+    digest.update("\n".join(train["id"].astype(str)).encode())
+    return digest.hexdigest()[:16]
+
+
+def relaunch_under_torchrun(processes: int, argv: list[str]) -> int:
+    """``processes: N`` in params: run this same stage as N DDP workers (list argv, no shell)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:  # a free port on loopback for the workers' rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    info(f"train: launching {processes} processes with torchrun")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        f"--master_port={port}",
+        "-m",
+        "variantlab.stages.train",
+        *argv,
+    ]
+    return subprocess.run(cmd, check=False).returncode
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size); under torchrun, joins the process group (NCCL on GPUs, gloo on CPU)."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), world
+
+
+@dataclass
+class FinetuneKind(VariantKind):
+    """``full``, ``lora`` and ``pruned``: the open encoder with a head, trained by ``core.training``. A search's
+    ``report`` may raise optuna.TrialPruned after an epoch."""
+
+    config: ClassVar[type[VariantBase]] = FinetuneVariant
+    takes_finetune_profile: ClassVar[bool] = True
+    distributed: ClassVar[bool] = True
+
+    def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
+        import mlflow
+        import torch
+
+        from variantlab.core.classifier import EncoderClassifier, add_lora, count_parameters, prune_layers
+        from variantlab.core.training import Encoded, LoopSettings, resolve_device, train_classifier
+        from variantlab.io.checkpoints import DirectoryCheckpointer
+        from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
+        from variantlab.io.zoo import load_encoder, resolve
+
+        cfg, ctx = self.cfg, self.ctx
+        model = resolve(ctx.params.models[cfg.model], ctx.root)
+        # Seeded before anything draws from torch's generator: the adapters' initial weights (LoRA's A) are
+        # random, and a search's second trial in one process must not start from the first one's leftovers.
+        torch.manual_seed(ctx.params.project.seed)
+        tokenizer, encoder = load_encoder(model)
+        if cfg.kind == "pruned":
+            encoder = prune_layers(encoder, cfg.keep_layers or 1)
+        if cfg.kind == "lora":
+            encoder = add_lora(
+                encoder,
+                rank=cfg.lora.rank,
+                alpha=cfg.lora.alpha,
+                dropout=cfg.lora.dropout,
+                target_modules=cfg.lora.target_modules,
+            )
+        torch.manual_seed(ctx.params.project.seed)
+        classifier = EncoderClassifier(encoder, task.num_outputs, dropout=cfg.dropout)
+        # The head trains on the target the kind standardises (a regression's); the served model undoes it.
+        mean, std = task.standardiser(train)
+
+        def encode(frame: Any) -> Encoded:
+            ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=cfg.max_length)["input_ids"]
+            return Encoded(ids, task.scaled_y(frame, mean, std))
+
+        rank, world = distributed_rank()
+        device = resolve_device(cfg.device)
+        if device == "cuda" and world > 1:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        metric = ctx.params.metric
+        settings = LoopSettings.from_variant(
+            cfg, seed=ctx.params.project.seed, device=device, objective=task.kind, metric=metric
+        )
+        # Regression trains and validates on the standardised target: errors go back to the target's units.
+        unit = task.metric_unit(metric, std)
+        store_dir = ctx.path(SCRATCH / "checkpoints" / f"{ctx.variant}-{_fingerprint(cfg, train, settings.seed)}")
+        store = DirectoryCheckpointer(store_dir)
+        if self.resume and store.exists():
+            info(f"train@{ctx.variant}: resuming from {store_dir}")
+
+        def log_step(state: Any, loss: Any) -> None:
+            if state.step % 10 == 0 and rank == 0:  # float() syncs the GPU: only on the steps we log
+                mlflow.log_metric("train_loss", float(loss), step=state.step)
+
+        val_key = f"val_{settings.val_metric}"
+
+        def log_epoch(state: Any, value: float) -> None:
+            if rank == 0:
+                mlflow.log_metric(val_key, value * unit, step=state.epoch)
+            if self.report is not None:
+                self.report(state.epoch, value * unit)
+
+        state = train_classifier(
+            classifier,
+            encode(train),
+            encode(val),
+            settings,
+            pad_id=tokenizer.pad_token_id or 0,
+            checkpoints=store if cfg.checkpoint_every else None,
+            resume=self.resume,
+            on_step=log_step,
+            on_epoch=log_epoch,
+            progress=f"train {ctx.variant}",
+        )
+        if store_dir.exists():  # finished: the model is the output now, the checkpoint only takes space
+            shutil.rmtree(store_dir)
+        if rank == 0:
+            for row in state.history:
+                mlflow.log_metric("epoch_train_loss", row["train_loss"], step=int(row["epoch"]))
+        head = {
+            "weight": classifier.head.weight.detach().cpu().numpy(),
+            "bias": classifier.head.bias.detach().cpu().numpy(),
+        }
+        meta = {
+            **task.output_meta(mean, std),
+            "batch_size": 64,
+            "max_length": cfg.max_length,
+            "normalize": False,
+            "base_model": model.entry.source,
+            "base_sha256": model.entry.sha256,
+            "strategy": cfg.kind,
+        }
+        trainable, total = count_parameters(classifier)
+        best = (state.best_score if settings.higher_is_better else -state.best_score) * unit
+        stats = {
+            "trainable_params": trainable,
+            "total_params": total,
+            "base_model": model.entry.source,
+            "epochs_run": state.epoch,
+            "optimizer_steps": state.step,
+            **val_stats(metric, best),
+            "train_samples_per_s": round(world * state.samples / max(state.seconds, 1e-9), 2),
+            "world_size": world,
+            "device": device,
+        }
+        if device.startswith("cuda"):
+            stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+        def write() -> dict[str, Any]:
+            artifacts = stage_encoder_artifacts(
+                workdir, head=head, meta=meta, encoder=classifier.encoder, tokenizer=tokenizer
+            )
+            return encoder_model_kwargs(artifacts, example_rows(train), task)
+
+        return Fitted(write, stats)
