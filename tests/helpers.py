@@ -151,6 +151,17 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def fault_env(**faults: str) -> dict[str, str]:
+    """``clean_env`` for a process the test injects faults into: ``tests/faults/sitecustomize.py`` loads at its
+    start-up and reads ``faults`` (``TEST_FAULT_STEP_PAUSE_S``, ``TEST_FAULT_TRIAL_PAUSE_S``,
+    ``TEST_FAULT_PROMOTE_PAUSE_S``); the product reads none of them."""
+    extra = {k: v for k, v in faults.items() if not k.startswith("TEST_FAULT_")}
+    env = clean_env(**extra)
+    env.update({k: v for k, v in faults.items() if k.startswith("TEST_FAULT_")})
+    env["PYTHONPATH"] = str(REPO / "tests" / "faults")
+    return env
+
+
 def run(
     project: Path, *argv: str, env: dict[str, str] | None = None, timeout: int = 900
 ) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,7 @@
 """Crashes during a stage: SIGTERM ends the MLflow run KILLED, ``kill -9`` leaves an orphan that the next run
 marks FAILED, and a promotion killed half-way leaves the registry and the report untouched.
 
-The promote stage's fault-injection pause (``VARIANTLAB_PROMOTE_PAUSE_S``) holds it inside its MLflow run,
+The promote stage's fault-injection pause (``TEST_FAULT_PROMOTE_PAUSE_S``) holds it inside its MLflow run,
 after deciding and before taking the registry lock: the worst moment to die.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DELETE, clean_env, registry, run, tiny_project, tiny_sentences
+from tests.helpers import DELETE, clean_env, fault_env, registry, run, tiny_project, tiny_sentences
 
 
 def promote_runs(project: Path) -> list[tuple[str, str]]:
@@ -33,7 +33,7 @@ def start_paused_promote(project: Path, **env: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "variantlab.stages.promote"],
         cwd=project,
-        env=clean_env(VARIANTLAB_PROMOTE_PAUSE_S="60", **env),
+        env=fault_env(TEST_FAULT_PROMOTE_PAUSE_S="60", **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -132,7 +132,7 @@ def test_kill_9_in_training_then_resume_matches_an_uninterrupted_run(
     proc = subprocess.Popen(
         [sys.executable, "-m", "variantlab.cli", "run"],
         cwd=crashed,
-        env=clean_env(VARIANTLAB_TRAIN_STEP_PAUSE_S="0.4"),
+        env=fault_env(TEST_FAULT_STEP_PAUSE_S="0.4"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

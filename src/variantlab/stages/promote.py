@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +23,6 @@ from variantlab.errors import ConfigError
 from variantlab.stages.context import StageContext
 
 MAX_ATTEMPTS = 5
-# Fault injection for the race tests: seconds to wait between deciding and taking the lock.
-PAUSE_ENV = "VARIANTLAB_PROMOTE_PAUSE_S"
 
 
 @dataclass
@@ -208,7 +205,6 @@ def run(ctx: StageContext, *, dry: bool = False) -> int:
     baseline = None
     if cfg.baseline is not None and cfg.baseline != best_name and cfg.baseline in set(board["variant"]):
         baseline = load_candidate(ctx, cfg.baseline, test, task)
-    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
     configure(ctx.root, ctx.params.project.name)
     tracked = contextlib.nullcontext() if dry else stage_run("promote", root=ctx.root, project=ctx.params.project.name)
     digest = ""
@@ -223,7 +219,6 @@ def run(ctx: StageContext, *, dry: bool = False) -> int:
             if dry or "already champion" in decision.failed:
                 break
             digest = digest or model_digest(best.trained["model_uri"])  # once, not on every re-decision
-            time.sleep(pause)
             with registry.registry_lock(name):
                 now = registry.champion(name)
                 if _version_of(now) != _version_of(current):
