@@ -64,7 +64,9 @@ def test_twenty_labels_prepare_with_the_shipped_validation(tmp_path: Path, monke
     stages_through(project, monkeypatch, models=False)
     task = read_json(project / "data/prepared/task.json")
     assert len(task["labels"]) == 20
-    floors = [c for c in read_json(project / "reports/validation.json")["expectations"] if c["key"].startswith("class_")]
+    floors = [
+        c for c in read_json(project / "reports/validation.json")["expectations"] if c["key"].startswith("class_")
+    ]
     assert len(floors) == 20 and all(c["success"] for c in floors)
 
 
