@@ -14,13 +14,13 @@ exits 75) is retried with exponential back-off; a stage that fails on bad data o
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
@@ -28,12 +28,11 @@ from variantlab import paths
 from variantlab.config import load_params
 from variantlab.console import TRANSIENT_EXIT
 from variantlab.io import dvc
-from variantlab.io.tracking import pipeline_run, record_reused, tracking_uri
-from variantlab.proc import warm
+from variantlab.io.tracking import tracking_uri
+from variantlab.pipeline import Execution, execution
 
 RETRIES = int(os.environ.get("VARIANTLAB_STAGE_RETRIES", "3"))
 RETRY_BASE_S = float(os.environ.get("VARIANTLAB_RETRY_BASE_S", "10"))  # 10 s, 20 s, 40 s
-_EXIT = re.compile(r"exited with (\d+)")
 
 
 class StageFailed(RuntimeError):
@@ -52,39 +51,28 @@ def retry_transient_only(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(error, TransientStageError)
 
 
-def stage_exit_code(output: str, returncode: int) -> int:
-    """DVC exits 255 when a stage fails; the stage's own exit code is in its message."""
-    found = _EXIT.findall(output)
-    return int(found[-1]) if found else returncode
-
-
 @task(
     name="dvc-stage",
     task_run_name="{stage}",
     retries=RETRIES,
     retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_S),
     retry_condition_fn=retry_transient_only,
+    cache_policy=NO_CACHE,  # a stage's result is DVC's to cache, and the execution is no value to hash
 )
-def run_stage(
-    stage: str, root: str, parent_run_id: str, project: str, extra_env: dict[str, str] | None = None
-) -> dict[str, Any]:
+def run_stage(stage: str, run: Execution) -> dict[str, Any]:
+    """``dvc repro --single-item <stage>`` in the flow's execution; the stage's own record says what happened."""
     started = time.perf_counter()
     logger = get_run_logger()
-    env = {"VARIANTLAB_PARENT_RUN_ID": parent_run_id, **(extra_env or {})}
-    result = dvc.repro(Path(root), stage, single_item=True, env=env, echo=False)
+    result = run.reproduce(stage, single_item=True, echo=False)
     logger.info("dvc repro --single-item %s\n%s", stage, result.output.strip())
     if result.returncode != 0:
         tail = "\n".join(result.output.strip().splitlines()[-15:])
-        code = stage_exit_code(result.output, result.returncode)
-        error = TransientStageError if code == TRANSIENT_EXIT else StageFailed
-        raise error(f"stage {stage} failed (exit {code}):\n{tail}")
-    cached = stage in result.skipped and stage not in result.ran
-    if cached:
-        record_reused(stage, Path(root) / dvc.metrics_file(stage), root=Path(root), project=project)
+        error = TransientStageError if result.exit_code == TRANSIENT_EXIT else StageFailed
+        raise error(f"stage {stage} failed (exit {result.exit_code}): {result.error or tail}")
     return {
         "stage": stage,
-        "cached": cached,
-        "seconds": result.seconds.get(stage, 0.0),  # the stage's own command, as DVC ran it
+        "cached": stage in result.reused,
+        "seconds": result.seconds.get(stage, 0.0),  # the stage's own command, as its record says
         "task_seconds": round(time.perf_counter() - started, 2),  # plus DVC's start-up and bookkeeping
     }
 
@@ -137,21 +125,19 @@ def retrain(root: str = ".", variants: list[str] | None = None, profile: str | N
         "flow.profile": params.profile,
     }
     results = []
-    with pipeline_run(project_root, params.project.name, tags=tags) as parent:
+    # The same driver as `variantlab run`: one parent run, one warm interpreter the stages fork from.
+    with execution(project_root, params, tags=tags) as run:
         import mlflow
 
-        mlflow.log_artifact(str(project_root / "params.yaml"))
+        parent = mlflow.get_run(run.parent_run_id)
         create_link_artifact(
             key="mlflow-run",
             link=mlflow_ui_link(tracking_uri(project_root), parent.info.experiment_id, parent.info.run_id),
             link_text=f"MLflow parent run {parent.info.run_id}",
             description="This pipeline execution in the MLflow UI",
         )
-        # One warm interpreter for the flow's stages: each forks from it instead of importing its libraries again.
-        stage_env = dvc.stage_env({"VARIANTLAB_PARENT_RUN_ID": parent.info.run_id})
-        with warm.serving(project_root, stage_env) as warm_env:
-            for stage in stages:
-                results.append(run_stage(stage, str(project_root), parent.info.run_id, params.project.name, warm_env))
+        for stage in stages:
+            results.append(run_stage(stage, run))
     board = project_root / paths.LEADERBOARD_MD
     if board.is_file():
         create_markdown_artifact(

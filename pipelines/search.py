@@ -23,12 +23,21 @@ class SearchWorkerFailed(RuntimeError):
 
 @task(name="search-worker", task_run_name="trials of {variant} #{index}")
 def search_worker(root: str, variant: str, index: int) -> int:
+    """One trial worker; the trials it finished, counted in the Optuna storage by the worker's name."""
+    import os
+    import uuid
+
+    from variantlab.io.study import WORKER_ENV, storage_url, trials_by_worker
+
     logger = get_run_logger()
-    done = subprocess.run(worker_command(variant), cwd=root, capture_output=True, text=True, check=False)
+    worker = f"search-flow:{uuid.uuid4().hex[:12]}"
+    env = {**os.environ, WORKER_ENV: worker}
+    done = subprocess.run(worker_command(variant), cwd=root, env=env, capture_output=True, text=True, check=False)
     logger.info("%s", (done.stderr or "").strip()[-4000:])
     if done.returncode != 0:
         raise SearchWorkerFailed(f"trial worker {index} of {variant} exited {done.returncode}")
-    return sum(" trial " in line and " finished]" in line for line in done.stderr.splitlines())
+    search = load_params(Path(root) / "params.yaml").variant(variant).search
+    return trials_by_worker(storage_url(search, Path(root)), worker)
 
 
 @flow(name="variantlab-search", log_prints=True)

@@ -18,38 +18,16 @@ from variantlab.errors import VariantlabError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from variantlab.config import load_params
-    from variantlab.io import dvc
-    from variantlab.io.tracking import (
-        PARENT_ENV,
-        attach_decision,
-        attach_leaderboard,
-        pipeline_run,
-        project_root,
-        record_reused,
-    )
-    from variantlab.proc.warm import serving
+    from variantlab.io.tracking import project_root
+    from variantlab.pipeline import execution
 
     root = project_root()
     params = load_params(root / "params.yaml")
-    # The warm server first: it imports the stages' libraries while this process sets up the parent run (3 s).
-    # The variables set below are VARIANTLAB_ ones, which a stage may set differently from the server.
-    with serving(root, dvc.stage_env()) as warm_env, pipeline_run(root, params.project.name) as parent:
-        import mlflow
-
-        mlflow.log_artifact(str(root / "params.yaml"))
-        env = {PARENT_ENV: parent.info.run_id, **({"VARIANTLAB_RESUME": "1"} if args.resume else {}), **warm_env}
-        result = dvc.repro(root, *args.targets, env=env)
-        for stage in result.skipped:
-            record_reused(stage, root / dvc.metrics_file(stage), root=root, project=params.project.name)
-        if "compare" in result.skipped:  # DVC reused it: the leaderboard still belongs on this pipeline run
-            attach_leaderboard(root, parent.info.run_id)
-        if "promote" in result.skipped:
-            attach_decision(root, parent.info.run_id)
-        mlflow.set_tags({"stages.ran": ",".join(result.ran)[:5000], "stages.reused": ",".join(result.skipped)[:5000]})
-        mlflow.log_metrics({f"stage_seconds.{name.replace('@', '.')}": s for name, s in result.seconds.items()})
+    with execution(root, params, env={"VARIANTLAB_RESUME": "1"} if args.resume else None) as run:
+        result = run.reproduce(*args.targets)
         if result.returncode != 0:  # end on the stage's own line: file, column, rows, what to do
-            raise VariantlabError(result.stage_error() or f"dvc repro failed (exit {result.returncode}); see above")
-    _print_timings(result.seconds, result.skipped)
+            raise VariantlabError(result.error or f"dvc repro failed (exit {result.returncode}); see above")
+    _print_timings(run.seconds, run.reused)
     from variantlab.commands.summary import print_summary
 
     print_summary(root)
@@ -79,11 +57,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"variant '{args.variant}' has no `search:`", file="params.yaml")
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
-    from variantlab.io import dvc
+    from variantlab.pipeline import reproduce
 
-    prepared = dvc.repro(root, "prepare")  # the workers read the prepared splits
+    prepared = reproduce(root, params, "prepare")  # the workers read the prepared splits
     if prepared.returncode != 0:
-        raise VariantlabError(prepared.stage_error() or "dvc repro prepare failed; see above")
+        raise VariantlabError(prepared.error or "dvc repro prepare failed; see above")
     from variantlab.io.study import ensure_storage
 
     search = params.variant(args.variant).search

@@ -45,9 +45,6 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, ConnectionError | TimeoutError) or type(current).__name__ in _TRANSIENT_NAMES:
             return True
-        text = str(current)
-        if "Max retries exceeded" in text or "Connection refused" in text:  # MLflow wraps requests' errors
-            return True
         current = current.__cause__ or current.__context__
     return False
 
@@ -73,6 +70,7 @@ def guarded(name: str, body: Callable[[], int], argv: Sequence[str]) -> int:
         if debug_enabled(argv):
             traceback.print_exc()
         print(f"{name}: error: {exc}", file=sys.stderr)
+        _record_failure(name, f"{name} failed: {exc}", exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
@@ -84,7 +82,19 @@ def guarded(name: str, body: Callable[[], int], argv: Sequence[str]) -> int:
             traceback.print_exc()
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"{name}: transient error (retry later): {first[:300]}", file=sys.stderr)
+        _record_failure(name, f"{name} failed (transient, retry later): {first[:300]}", TRANSIENT_EXIT)
         return TRANSIENT_EXIT
+
+
+def _record_failure(name: str, message: str, exit_code: int) -> None:
+    """For the driver of a pipeline (``variantlab.pipeline``): which command failed, why, and with which exit
+    code, read from this record rather than from DVC's output. Only inside a project (a dvc.yaml here)."""
+    from pathlib import Path
+
+    if Path("dvc.yaml").is_file():
+        from variantlab.io.records import command_failed
+
+        command_failed(Path.cwd(), name, message, exit_code)
 
 
 def info(message: str) -> None:

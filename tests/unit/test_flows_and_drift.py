@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.retrain import select_stages, set_param, stage_exit_code
+from pipelines.retrain import select_stages, set_param
 from variantlab.config import parse_params
 from variantlab.core.dataset import prepare_splits
 from variantlab.core.drift import centroid_distance, length_shift, total_variation
@@ -41,10 +41,33 @@ def test_a_variant_subset_selects_only_its_stages() -> None:
         select_stages(stages, ["c"], {"a", "b"})
 
 
-def test_the_stage_exit_code_is_read_from_dvc_output() -> None:
-    output = "ERROR: failed to reproduce 'ingest': failed to run: python -m x, exited with 75\n"
-    assert stage_exit_code(output, 255) == 75
-    assert stage_exit_code("no such line", 255) == 255
+def test_a_failing_command_records_its_own_line_and_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drivers read why a stage failed, and whether a retry may help, from this record, not DVC's output."""
+    from variantlab.console import TRANSIENT_EXIT, guarded
+    from variantlab.errors import DataError
+    from variantlab.io.records import LAST_ERROR, read_record
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+
+    def unreachable() -> int:
+        try:
+            raise ConnectionRefusedError("[Errno 111] Connection refused")
+        except OSError as error:
+            raise RuntimeError("API request to http://127.0.0.1:1/api failed") from error
+
+    def bad_file() -> int:
+        raise DataError("row 3: not a number", file="data/external/x.csv", column="price")
+
+    assert guarded("ingest", unreachable, []) == TRANSIENT_EXIT
+    record = read_record(tmp_path, LAST_ERROR)
+    assert record is not None and record["exit_code"] == TRANSIENT_EXIT and record["command"] == "ingest"
+    assert guarded("validate", bad_file, []) == 2
+    record = read_record(tmp_path, LAST_ERROR)
+    assert record is not None and record["exit_code"] == 2
+    assert record["message"] == "validate failed: data/external/x.csv: column 'price': row 3: not a number"
+    with pytest.raises(ValueError, match="a bug"):  # not a network failure: a traceback, not a retry
+        guarded("train", lambda: (_ for _ in ()).throw(ValueError("a bug")), [])
 
 
 def test_served_deployments_match_prefect_yaml() -> None:

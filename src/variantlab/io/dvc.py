@@ -1,43 +1,17 @@
-"""Driving DVC from Python: the stage list in pipeline order, and ``dvc repro`` runs whose output we parse."""
+"""Driving DVC from Python: the stage list in pipeline order, ``dvc repro`` runs, and the DVC remote."""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from variantlab import paths
 from variantlab.config import Params
-
-_RAN = re.compile(r"^Running stage '([^']+)'")
-# unchanged, or restored from DVC's run cache (outputs an earlier run made, say after `make clean`): either way the
-# stage did not run, and the pipeline run records it as reused, pointing at the run that made its outputs
-_SKIPPED = re.compile(r"^Stage '([^']+)' (?:didn't change, skipping|is cached - skipping run)")
-_LOCKED = re.compile(r"^(Updating|Generating) lock file")
-
-
-_STAGE_ERROR = re.compile(r"^([a-z]+): error: (.+)$")
-
-
-@dataclass
-class ReproResult:
-    returncode: int
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage that ran
-    output: str = ""
-
-    def stage_error(self) -> str | None:
-        """The failing stage's own one-line error (``validate: error: <file>: ...``), if it printed one."""
-        found = [m for line in self.output.splitlines() if (m := _STAGE_ERROR.match(line.strip()))]
-        return f"{found[-1].group(1)} failed: {found[-1].group(2)}" if found else None
 
 
 def stage_names(root: Path, params: Params) -> list[str]:
@@ -80,39 +54,24 @@ def repro(
     single_item: bool = False,
     env: Mapping[str, str] | None = None,
     echo: bool = True,
-) -> ReproResult:
-    """Run ``dvc repro`` (list argv, no shell), echoing its output live and recording which stages ran.
+) -> tuple[int, str]:
+    """Run ``dvc repro`` (list argv, no shell), echoing its output live; (exit code, output).
 
-    Stages fork from the pipeline's warm interpreter when ``env`` holds what
-    :func:`variantlab.proc.warm.serving` yielded (:mod:`variantlab.proc.warm`).
+    The output is for people (shown, or logged by the Prefect flow); what ran is read from the stages' own
+    records (:mod:`variantlab.pipeline`). Stages fork from the pipeline's warm interpreter when ``env`` holds
+    what :func:`variantlab.proc.warm.serving` yielded (:mod:`variantlab.proc.warm`).
     """
     argv = [sys.executable, "-m", "dvc", "repro", *(["--single-item"] if single_item else []), *targets]
-    return _run_repro(argv, root, stage_env(env), echo)
-
-
-def _run_repro(argv: list[str], root: Path, env: Mapping[str, str], echo: bool) -> ReproResult:
     proc = subprocess.Popen(
-        argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        argv, cwd=root, env=stage_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
-    result = ReproResult(returncode=0)
     lines = []
-    current: tuple[str, float] | None = None
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
         if echo:
             sys.stderr.write(line)
-        if match := _RAN.match(line):
-            result.ran.append(match.group(1))
-            current = (match.group(1), time.perf_counter())
-        elif match := _SKIPPED.match(line):
-            result.skipped.append(match.group(1))
-        elif current and _LOCKED.match(line):
-            result.seconds[current[0]] = round(time.perf_counter() - current[1], 2)
-            current = None
-    result.returncode = proc.wait()
-    result.output = "".join(lines)
-    return result
+    return proc.wait(), "".join(lines)
 
 
 def configure_remote(root: Path, name: str, url: str | None, endpoint_url: str | None) -> tuple[str, str | None]:

@@ -28,6 +28,26 @@ STORAGE_ENV = "VARIANTLAB_OPTUNA_STORAGE"
 DEFAULT_STORAGE = Path(".variantlab") / "optuna.db"
 HEARTBEAT_S = 10  # a trial whose process stops beating this long (x3) is failed and its values re-queued once
 FINISHED_ATTR = "variantlab.finished_by"  # the train run that turned the study into a model
+# Which worker ran a trial: $VARIANTLAB_SEARCH_WORKER (the search flow names each of its workers), else host:pid.
+WORKER_ENV, WORKER_ATTR = "VARIANTLAB_SEARCH_WORKER", "variantlab.worker"
+
+
+def worker_id() -> str:
+    import socket
+
+    return os.environ.get(WORKER_ENV) or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def trials_by_worker(storage: str, worker: str) -> int:
+    """How many trials ``worker`` finished (complete or pruned), over every study in ``storage``."""
+    backend = _storage(storage)
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    return sum(
+        trial.user_attrs.get(WORKER_ATTR) == worker
+        for name in optuna.get_all_study_names(backend)
+        for trial in optuna.load_study(study_name=name, storage=backend).get_trials(deepcopy=False, states=done)
+    )
+
 
 TrialState = optuna.trial.TrialState
 # Heartbeats, their stale-trial sweep and the retry callback are marked experimental; we rely on them knowingly.

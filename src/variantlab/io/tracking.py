@@ -14,6 +14,7 @@ from typing import Any
 
 from variantlab import paths
 from variantlab.core import timing
+from variantlab.io import records
 
 PARENT_ENV = "VARIANTLAB_PARENT_RUN_ID"
 EXPERIMENT_PREFIX = "variantlab-"
@@ -118,9 +119,19 @@ def stage_run(
         ended_killed_on_interrupt(),
     ):
         startup = timing.startup_seconds()
+        status = "FAILED"
         try:
             yield run
+            status = "FINISHED"
         finally:
+            # What drivers read instead of DVC's console output: this stage ran, its run, status and times.
+            records.stage_finished(
+                root,
+                f"{stage}@{variant}" if variant else stage,
+                run_id=run.info.run_id,
+                status=status,
+                seconds=timing.since_command_start(),
+            )
             with contextlib.suppress(Exception):  # timings never fail a stage
                 mlflow.log_metrics(
                     {

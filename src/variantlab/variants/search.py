@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from variantlab.console import info
 from variantlab.errors import ConfigError
+from variantlab.io.study import WORKER_ATTR, worker_id
 from variantlab.variants import kind_for
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class Search:
             },
         )
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        trial.set_user_attr(WORKER_ATTR, worker_id())  # the search flow counts its workers' trials by it
         status, state = "FAILED", "failed"
         try:
             mlflow.log_params({**flatten({"trial": values}), "trial_number": trial.number})
