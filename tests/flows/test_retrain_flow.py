@@ -119,7 +119,11 @@ def test_transient_failures_are_retried_with_backoff_and_data_errors_are_not(
 
     @flow
     def one_stage(root: str) -> tuple[str, str, str]:
-        state = stage("ingest", root, "", "sentiment", return_state=True)
+        from variantlab.config import load_params
+        from variantlab.pipeline import Execution
+
+        run = Execution(Path(root), load_params(Path(root) / "params.yaml"), parent_run_id="", env={})
+        state = stage("ingest", run, return_state=True)
         return str(state.state_details.task_run_id), state.type.value, state.message or ""
 
     project = tiny_project(tmp_path / "p")
