@@ -27,6 +27,7 @@ from prefect.tasks import exponential_backoff
 from variantlab import paths
 from variantlab.config import load_params
 from variantlab.console import TRANSIENT_EXIT
+from variantlab.errors import ConfigError
 from variantlab.io import dvc
 from variantlab.io.tracking import tracking_uri
 from variantlab.pipeline import Execution, execution
@@ -93,7 +94,7 @@ def select_stages(stages: list[str], variants: list[str] | None, declared: set[s
         return stages
     unknown = sorted(set(variants) - declared)
     if unknown:
-        raise ValueError(f"unknown variants {unknown} (declared: {sorted(declared)})")
+        raise ConfigError(f"unknown variants {unknown} (declared: {sorted(declared)})", file="params.yaml")
     return [s for s in stages if "@" not in s or s.partition("@")[2] in variants]
 
 

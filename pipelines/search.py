@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, task
 
 from variantlab.commands.search import worker_command
 from variantlab.config import load_params
+from variantlab.errors import ConfigError
 
 
 class SearchWorkerFailed(RuntimeError):
@@ -46,7 +47,7 @@ def search(root: str = ".", variant: str = "", workers: int = 1) -> int:
     project = Path(root).resolve()
     params = load_params(project / "params.yaml")
     if params.variant(variant).search is None:
-        raise ValueError(f"variant '{variant}' has no `search:` in params.yaml")
+        raise ConfigError(f"variant '{variant}' has no `search:`", file="params.yaml")
     futures = [search_worker.submit(str(project), variant, i) for i in range(workers)]
     return sum(f.result() for f in futures)
 

@@ -14,6 +14,7 @@ from variantlab.config import parse_params
 from variantlab.core.dataset import prepare_splits
 from variantlab.core.drift import centroid_distance, length_shift, total_variation
 from variantlab.core.preprocessing import content_hash
+from variantlab.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def test_a_variant_subset_selects_only_its_stages() -> None:
         "promote",
     ]
     assert select_stages(stages, None, {"a", "b"}) == stages
-    with pytest.raises(ValueError, match="unknown variants"):
+    with pytest.raises(ConfigError, match="unknown variants"):
         select_stages(stages, ["c"], {"a", "b"})
 
 

@@ -12,6 +12,7 @@ import torch
 from tests.helpers import tiny_sentences
 from variantlab.core.classifier import EncoderClassifier, add_lora, count_parameters, prune_layers
 from variantlab.core.training import Encoded, LoopSettings, length_grouped_batches, pad_batch, train_classifier
+from variantlab.errors import ConfigError
 from variantlab.io.checkpoints import DirectoryCheckpointer
 
 LABELS = ["negative", "neutral", "positive"]
@@ -140,7 +141,7 @@ def test_device_choice_is_explicit_about_cuda(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
-    with pytest.raises(RuntimeError, match="no CUDA device is available"):
+    with pytest.raises(ConfigError, match="no CUDA device is available"):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "cuda"

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from variantlab.core.embeddings import mean_pool
+from variantlab.errors import ConfigError
 
 
 class EncoderClassifier(nn.Module):
@@ -33,7 +34,9 @@ def prune_layers(encoder: Any, keep: int) -> Any:
     """Keep the first ``keep`` transformer layers: a smaller, faster architecture to fine-tune."""
     layers = encoder.encoder.layer
     if not 1 <= keep <= len(layers):
-        raise ValueError(f"keep_layers must be between 1 and {len(layers)}, got {keep}")
+        raise ConfigError(
+            f"keep_layers must be between 1 and {len(layers)} for this model, got {keep}", file="params.yaml"
+        )
     encoder.encoder.layer = nn.ModuleList(list(layers)[:keep])
     encoder.config.num_hidden_layers = keep
     return encoder

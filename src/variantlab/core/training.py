@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from variantlab.core import timing
+from variantlab.errors import ConfigError
 from variantlab.variants.finetune import FinetuneVariant
 
 _DEFAULTS = {name: f.default for name, f in FinetuneVariant.model_fields.items()}
@@ -102,7 +103,11 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA device is available")
+        raise ConfigError(
+            "device 'cuda' was requested but no CUDA device is available: set the variant's device to auto or cpu "
+            "(or profile: cpu)",
+            file="params.yaml",
+        )
     return requested
 
 

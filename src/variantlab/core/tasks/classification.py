@@ -110,7 +110,11 @@ class Classification(Task):
             weight, bias = np.vstack([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
         if list(model.classes_) != list(range(self.num_outputs)):
             missing = sorted(set(self.labels) - {self.labels[int(c)] for c in model.classes_})
-            raise ValueError(f"the training rows hold no example of {missing}: the head cannot learn them")
+            from variantlab.errors import DataError
+
+            raise DataError(
+                f"the training rows hold no example of {missing}: the head cannot learn them", column="label"
+            )
         return weight, bias
 
     # -- scoring ----------------------------------------------------------------------------------------------
