@@ -251,18 +251,13 @@ def _cmd_serve_model(args: argparse.Namespace) -> int:
         raise VariantlabError("give a model URI (models:/<name>@champion) or run this in a project with params.yaml")
     uri = args.model_uri or f"models:/{params.registered_model}@champion"  # type: ignore[union-attr]
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri(root))
-    settings = ServeSettings(
-        model_uri=uri,
-        log_url=log_url(args.log_url or cfg.log_url, root),
-        store_text=cfg.store_text and not args.no_store_text,
-        max_text_chars=cfg.max_text_chars,
-        max_rows=cfg.max_rows,
-        max_body_bytes=cfg.max_body_bytes,
-        batch_window_ms=cfg.batch_window_ms if args.batch_window_ms is None else args.batch_window_ms,
-        max_batch=args.max_batch or cfg.max_batch,
-        poll_s=args.poll_s or cfg.poll_s,
-        log_flush_ms=cfg.log_flush_ms,
-    )
+    overrides = {
+        "store_text": cfg.store_text and not args.no_store_text,
+        "batch_window_ms": cfg.batch_window_ms if args.batch_window_ms is None else args.batch_window_ms,
+        "max_batch": args.max_batch or cfg.max_batch,
+        "poll_s": args.poll_s or cfg.poll_s,
+    }
+    settings = ServeSettings(uri, log_url(args.log_url or cfg.log_url, root), cfg.model_copy(update=overrides))
     serve(settings, args.host or cfg.host, cfg.port if args.port is None else args.port)
     return 0
 

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.serving.conftest import CLASSIFIER, REGRESSOR, Registry
+from variantlab.config import ServeConfig
 from variantlab.serving.app import ServeSettings, create_app, running
 
 
@@ -28,7 +29,8 @@ def settings(registry: Registry, tmp_path: Path, name: str = CLASSIFIER, **overr
         "log_flush_ms": 20.0,
     }
     values.update(overrides)
-    return ServeSettings(**values)  # type: ignore[arg-type]
+    uri, log = str(values.pop("model_uri")), str(values.pop("log_url"))
+    return ServeSettings(uri, log, ServeConfig.model_validate(values))
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import StringIO
 from typing import Any
 
@@ -28,6 +28,7 @@ import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from variantlab.config import ServeConfig
 from variantlab.console import info
 from variantlab.core.task import Classification, Regression, Task
 from variantlab.core.tasks import FeedbackRejected
@@ -52,16 +53,12 @@ FEEDBACK_KEYS = ("prediction_id", "label", "value", "domain")
 
 @dataclass(frozen=True)
 class ServeSettings:
+    """What the service serves and where it logs, resolved; everything else is params.yaml's ``serve:`` itself
+    (command-line overrides applied with ``model_copy``), so the two cannot drift apart."""
+
     model_uri: str
     log_url: str
-    store_text: bool = True
-    max_text_chars: int = 10_000
-    max_rows: int = 1_000
-    max_body_bytes: int = 4_000_000
-    batch_window_ms: float = 2.0
-    max_batch: int = 64
-    poll_s: float = 5.0
-    log_flush_ms: float = 50.0
+    config: ServeConfig = field(default_factory=ServeConfig)
 
 
 class Problem(Exception):
@@ -143,8 +140,8 @@ def check_rows(frame: pd.DataFrame, loaded: Loaded, settings: ServeSettings) -> 
         raise Problem(400, f"unexpected column '{extra[0]}' (the model takes: {takes})")
     if len(frame) == 0:
         raise Problem(400, "no rows to predict")
-    if len(frame) > settings.max_rows:
-        raise Problem(413, f"{len(frame)} rows; at most {settings.max_rows} per request (serve.max_rows)")
+    if len(frame) > settings.config.max_rows:
+        raise Problem(413, f"{len(frame)} rows; at most {settings.config.max_rows} per request (serve.max_rows)")
     for column in loaded.columns:
         for row, value in enumerate(frame[column].tolist(), start=1):
             if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -153,11 +150,11 @@ def check_rows(frame: pd.DataFrame, loaded: Loaded, settings: ServeSettings) -> 
                 raise Problem(400, f"row {row}: '{column}' must be a string, got {type(value).__name__}")
             if not value.strip():
                 raise Problem(400, f"row {row}: '{column}' is empty")
-            if len(value) > settings.max_text_chars:
+            if len(value) > settings.config.max_text_chars:
                 raise Problem(
                     413,
                     f"row {row}: '{column}' has {len(value)} characters; "
-                    f"the limit is {settings.max_text_chars} (serve.max_text_chars)",
+                    f"the limit is {settings.config.max_text_chars} (serve.max_text_chars)",
                 )
     return frame[list(loaded.columns)].reset_index(drop=True)
 
@@ -196,12 +193,15 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         tasks[loaded.version] = loaded.task
         metrics.served(loaded)
 
-    slot = slot or ModelSlot(settings.model_uri, poll_s=settings.poll_s)
+    slot = slot or ModelSlot(settings.model_uri, poll_s=settings.config.poll_s)
     slot.on_switch = switched
     slot.on_failure = lambda _: metrics.load_failures.inc()
-    log = log or PredictionLog(settings.log_url, flush_ms=settings.log_flush_ms)
+    log = log or PredictionLog(settings.log_url, flush_ms=settings.config.log_flush_ms)
     batcher = MicroBatcher(
-        slot, window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch, on_batch=metrics.batch
+        slot,
+        window_s=settings.config.batch_window_ms / 1000,
+        max_batch=settings.config.max_batch,
+        on_batch=metrics.batch,
     )
 
     @contextlib.asynccontextmanager
@@ -255,11 +255,11 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         batcher.in_flight += 1
         try:
             declared = request.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-                raise Problem(413, f"the body has {declared} bytes; the limit is {settings.max_body_bytes}")
+            if declared and declared.isdigit() and int(declared) > settings.config.max_body_bytes:
+                raise Problem(413, f"the body has {declared} bytes; the limit is {settings.config.max_body_bytes}")
             body = await request.body()
-            if len(body) > settings.max_body_bytes:
-                raise Problem(413, f"the body has {len(body)} bytes; the limit is {settings.max_body_bytes}")
+            if len(body) > settings.config.max_body_bytes:
+                raise Problem(413, f"the body has {len(body)} bytes; the limit is {settings.config.max_body_bytes}")
             loaded = slot.current
             if loaded is None:
                 raise Problem(503, f"no model loaded yet: {settings.model_uri} points to no version")
@@ -290,7 +290,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
                     "model_name": answer.loaded.name,
                     "model_version": answer.loaded.version,
                     "input_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                    "text": text if settings.store_text else None,
+                    "text": text if settings.config.store_text else None,
                     "output": json.dumps(out),
                     "latency_ms": latency_ms,
                     "model_ms": model_ms,
@@ -363,7 +363,7 @@ def serve(settings: ServeSettings, host: str, port: int) -> None:
     info(
         f"serve-model: {settings.model_uri} on http://{host}:{port} (POST /invocations, POST /feedback, "
         f"GET /ping /metrics); prediction log {redacted(settings.log_url)}"
-        + ("" if settings.store_text else " (texts not stored)")
+        + ("" if settings.config.store_text else " (texts not stored)")
     )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
 
