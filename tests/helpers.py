@@ -151,15 +151,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def fault_env(**faults: str) -> dict[str, str]:
+def fault_env(**extra: str) -> dict[str, str]:
     """``clean_env`` for a process the test injects faults into: ``tests/faults/sitecustomize.py`` loads at its
-    start-up and reads ``faults`` (``TEST_FAULT_STEP_PAUSE_S``, ``TEST_FAULT_TRIAL_PAUSE_S``,
-    ``TEST_FAULT_PROMOTE_PAUSE_S``); the product reads none of them."""
-    extra = {k: v for k, v in faults.items() if not k.startswith("TEST_FAULT_")}
-    env = clean_env(**extra)
-    env.update({k: v for k, v in faults.items() if k.startswith("TEST_FAULT_")})
-    env["PYTHONPATH"] = str(REPO / "tests" / "faults")
-    return env
+    start-up and reads ``VARIANTLAB_TEST_FAULT_STEP_PAUSE_S``, ``..._TRIAL_PAUSE_S`` or ``..._PROMOTE_PAUSE_S``
+    from ``extra`` when the faulted function runs; the product reads none of them."""
+    return {**clean_env(**extra), "PYTHONPATH": str(REPO / "tests" / "faults")}
 
 
 def run(

@@ -53,13 +53,8 @@ def guarded(name: str, body: Callable[[], int], argv: Sequence[str]) -> int:
     """Run ``body``; turn a VariantlabError into ``<name>: error: <message>`` on stderr.
 
     Network failures exit with :data:`TRANSIENT_EXIT` so the Prefect flow retries them; user errors exit 2 and
-    are never retried. A stage process started inside ``variantlab run`` hands its command to the pipeline's warm
-    interpreter first (:mod:`variantlab.proc.warm`) and exits with that child's status.
+    are never retried.
     """
-    from variantlab.proc.warm import delegate
-
-    if (delegated := delegate()) is not None:
-        return delegated
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return body()

@@ -2,12 +2,15 @@
 
 A test puts this folder first on ``PYTHONPATH`` (``tests.helpers.fault_env``) and names the faults in the
 environment; Python imports ``sitecustomize`` at start-up, and this one wraps functions of variantlab's modules
-as they are imported (the warm interpreter's too). The product reads none of these variables.
+as they are imported. The wrappers read the variables when they are called, so a warm interpreter started with
+this folder on its path injects into each stage it forks what that stage's environment asks for (the names
+start with ``VARIANTLAB_``, which a stage may set differently from the warm server). The product reads none
+of them.
 
-- ``TEST_FAULT_STEP_PAUSE_S``: every training step of ``core.training.train_classifier`` lasts this much longer
-  (a wider window to kill a run mid-training).
-- ``TEST_FAULT_TRIAL_PAUSE_S``: every search trial lasts this much longer (workers overlap).
-- ``TEST_FAULT_PROMOTE_PAUSE_S``: promote waits this long between deciding and taking the registry lock
+- ``VARIANTLAB_TEST_FAULT_STEP_PAUSE_S``: every step of ``core.training.train_classifier`` lasts this much
+  longer (a wider window to kill a run mid-training).
+- ``VARIANTLAB_TEST_FAULT_TRIAL_PAUSE_S``: every search trial lasts this much longer (workers overlap).
+- ``VARIANTLAB_TEST_FAULT_PROMOTE_PAUSE_S``: promote waits this long between deciding and taking the registry lock
   (a window for a second promotion, a signal or a kill).
 """
 
@@ -29,14 +32,13 @@ def _seconds(name: str) -> float:
 
 def _slow_steps(module: Any) -> None:
     original = module.train_classifier
-    pause = _seconds("TEST_FAULT_STEP_PAUSE_S")
 
     @functools.wraps(original)
     def train_classifier(*args: Any, on_step: Callable[..., None] | None = None, **kwargs: Any) -> Any:
         def step(*a: Any) -> None:
             if on_step is not None:
                 on_step(*a)
-            time.sleep(pause)
+            time.sleep(_seconds("VARIANTLAB_TEST_FAULT_STEP_PAUSE_S"))
 
         return original(*args, on_step=step, **kwargs)
 
@@ -45,13 +47,12 @@ def _slow_steps(module: Any) -> None:
 
 def _slow_trials(module: Any) -> None:
     original = module.run_trials
-    pause = _seconds("TEST_FAULT_TRIAL_PAUSE_S")
 
     @functools.wraps(original)
     def run_trials(study: Any, search: Any, objective: Callable[[Any], float], **kwargs: Any) -> Any:
         def slow(trial: Any) -> float:
             value = objective(trial)
-            time.sleep(pause)
+            time.sleep(_seconds("VARIANTLAB_TEST_FAULT_TRIAL_PAUSE_S"))
             return value
 
         return original(study, search, slow, **kwargs)
@@ -61,20 +62,19 @@ def _slow_trials(module: Any) -> None:
 
 def _slow_promotion(module: Any) -> None:
     original = module.registry_lock
-    pause = _seconds("TEST_FAULT_PROMOTE_PAUSE_S")
 
     @functools.wraps(original)
     def registry_lock(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(pause)
+        time.sleep(_seconds("VARIANTLAB_TEST_FAULT_PROMOTE_PAUSE_S"))
         return original(*args, **kwargs)
 
     module.registry_lock = registry_lock
 
 
 FAULTS = {
-    "variantlab.core.training": ("TEST_FAULT_STEP_PAUSE_S", _slow_steps),
-    "variantlab.io.study": ("TEST_FAULT_TRIAL_PAUSE_S", _slow_trials),
-    "variantlab.io.registry": ("TEST_FAULT_PROMOTE_PAUSE_S", _slow_promotion),
+    "variantlab.core.training": _slow_steps,
+    "variantlab.io.study": _slow_trials,
+    "variantlab.io.registry": _slow_promotion,
 }
 
 
@@ -82,12 +82,12 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
     """Finds nothing itself: wraps the real loader of a faulted module so the fault is set once it has run."""
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in FAULTS or not _seconds(FAULTS[name][0]):
+        if name not in FAULTS:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
             return None
-        loader, patch = spec.loader, FAULTS[name][1]
+        loader, patch = spec.loader, FAULTS[name]
         exec_module = loader.exec_module
 
         def exec_and_patch(module: Any) -> None:

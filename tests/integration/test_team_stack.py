@@ -242,7 +242,7 @@ def test_search_workers_share_one_study_in_the_stacks_postgresql(tmp_path: Path,
     searched = {"kind": "tfidf-logreg", "min_df": 1, "search": {"trials": 6, "sampler": "random", "space": space}}
     project = tiny_project(tmp_path / "p", data=tiny_sentences(150), extra=names("search"))
     set_variants(project, {"searched": searched})
-    env = fault_env(**team_stack, TEST_FAULT_TRIAL_PAUSE_S="0.5")
+    env = fault_env(**team_stack, VARIANTLAB_TEST_FAULT_TRIAL_PAUSE_S="0.5")
     storage = team_stack["VARIANTLAB_OPTUNA_STORAGE"]
     assert storage.startswith("postgresql") and storage.endswith("/optuna")
     assert run(project, "-m", "dvc", "repro", "prepare", env=env).returncode == 0

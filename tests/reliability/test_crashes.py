@@ -1,8 +1,8 @@
 """Crashes during a stage: SIGTERM ends the MLflow run KILLED, ``kill -9`` leaves an orphan that the next run
 marks FAILED, and a promotion killed half-way leaves the registry and the report untouched.
 
-The promote stage's fault-injection pause (``TEST_FAULT_PROMOTE_PAUSE_S``) holds it inside its MLflow run,
-after deciding and before taking the registry lock: the worst moment to die.
+The promote stage's injected pause (``VARIANTLAB_TEST_FAULT_PROMOTE_PAUSE_S``, tests/faults) holds it inside its
+MLflow run, after deciding and before taking the registry lock: the worst moment to die.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DELETE, clean_env, fault_env, registry, run, tiny_project, tiny_sentences
+from tests.helpers import DELETE, fault_env, registry, run, tiny_project, tiny_sentences
 
 
 def promote_runs(project: Path) -> list[tuple[str, str]]:
@@ -31,9 +31,9 @@ def promote_runs(project: Path) -> list[tuple[str, str]]:
 
 def start_paused_promote(project: Path, **env: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "variantlab.stages.promote"],
+        [sys.executable, "-m", "variantlab.stage", "promote"],
         cwd=project,
-        env=fault_env(TEST_FAULT_PROMOTE_PAUSE_S="60", **env),
+        env=fault_env(VARIANTLAB_TEST_FAULT_PROMOTE_PAUSE_S="60", **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -132,7 +132,7 @@ def test_kill_9_in_training_then_resume_matches_an_uninterrupted_run(
     proc = subprocess.Popen(
         [sys.executable, "-m", "variantlab.cli", "run"],
         cwd=crashed,
-        env=fault_env(TEST_FAULT_STEP_PAUSE_S="0.4"),
+        env=fault_env(VARIANTLAB_TEST_FAULT_STEP_PAUSE_S="0.4"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -179,26 +179,26 @@ def test_stages_forked_from_the_warm_interpreter_behave_as_stage_processes(tmp_p
     project = tiny_project(tmp_path / "p", data=tiny_sentences(240))
     plain = run(project, "-m", "variantlab.stages.ingest")
     bad_plain = run(project, "-m", "variantlab.stages.train", "no-such-variant")
-    with warm.serving(project, clean_env()) as warm_env:
+    with warm.serving(project, fault_env()) as warm_env:
         assert set(warm_env) == {warm.SOCKET_ENV}
-        hot = run(project, "-m", "variantlab.stages.ingest", env=clean_env(**warm_env))
-        bad_hot = run(project, "-m", "variantlab.stages.train", "no-such-variant", env=clean_env(**warm_env))
+        hot = run(project, "-m", "variantlab.stage", "ingest", env=fault_env(**warm_env))
+        bad_hot = run(project, "-m", "variantlab.stage", "train", "no-such-variant", env=fault_env(**warm_env))
         # A variable a library reads at import time differs: refused, so the stage runs in its own process.
-        refused = run(project, "-m", "variantlab.stages.ingest", env=clean_env(HF_HUB_OFFLINE="0", **warm_env))
+        refused = run(project, "-m", "variantlab.stage", "ingest", env=fault_env(HF_HUB_OFFLINE="0", **warm_env))
         assert hot.returncode == plain.returncode == refused.returncode == 0, hot.stderr[-2000:]
         assert hot.stderr.splitlines()[-1] == plain.stderr.splitlines()[-1]  # "ingest: 240 sentences from ..."
         assert bad_hot.returncode == bad_plain.returncode == 2
         assert bad_hot.stderr == bad_plain.stderr  # "train: error: ...: unknown variant 'no-such-variant' ..."
         assert [t["variantlab.warm"] for t in run_tags(project, "ingest")] == ["false", "true", "false"]
         assert run_tags(project, "ingest")[1]["variantlab.pid"] != run_tags(project, "ingest")[0]["variantlab.pid"]
-        # Handed over while Python imports variantlab.stages, before the stage module imports pandas and pydantic.
-        early = run(project, "-X", "importtime", "-m", "variantlab.stages.ingest", env=clean_env(**warm_env))
+        # Handed over by variantlab.stage before the stage module imports pandas and pydantic.
+        early = run(project, "-X", "importtime", "-m", "variantlab.stage", "ingest", env=fault_env(**warm_env))
         assert early.returncode == 0, early.stderr[-2000:]
         imported = {line.rsplit("|", 1)[-1].strip() for line in early.stderr.splitlines() if "import time:" in line}
         assert "variantlab.proc.warm" in imported and not {"pandas", "pydantic"} & imported
         assert run_tags(project, "ingest")[-1]["variantlab.warm"] == "true"
 
-        done = run(project, "-m", "dvc", "repro", "compare", env=clean_env(**warm_env))
+        done = run(project, "-m", "dvc", "repro", "compare", env=fault_env(**warm_env))
         assert done.returncode == 0, done.stdout[-3000:]
         assert {t["variantlab.warm"] for t in run_tags(project, "compare")} == {"true"}
 
@@ -221,7 +221,7 @@ def test_stages_forked_from_the_warm_interpreter_behave_as_stage_processes(tmp_p
         assert [status for _, status in promote_runs(project)] == ["KILLED", "KILLED", "KILLED"]
         assert registry(project)["versions"] == 0 and not (project / "reports/promotion.json").exists()
 
-        again = run(project, "-m", "variantlab.stages.promote", env=clean_env(**warm_env))
+        again = run(project, "-m", "variantlab.stage", "promote", env=fault_env(**warm_env))
         assert again.returncode == 0, again.stderr[-3000:]
     assert registry(project)["aliases"] == {"champion": "1", "challenger": "1"}
     assert run_tags(project, "promote")[-1]["variantlab.warm"] == "true"

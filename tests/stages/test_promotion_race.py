@@ -22,7 +22,7 @@ from tests.helpers import fault_env, registry, run, set_variants, tiny_project, 
 @pytest.mark.slow
 def test_two_promotions_racing_leave_one_champion_and_a_consistent_history(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'shared.db'}"
-    env = fault_env(MLFLOW_TRACKING_URI=store, TEST_FAULT_PROMOTE_PAUSE_S="8")
+    env = fault_env(MLFLOW_TRACKING_URI=store, VARIANTLAB_TEST_FAULT_PROMOTE_PAUSE_S="8")
     projects = []
     for name, variant in (("a", {"kind": "tfidf-logreg", "min_df": 1}), ("b", {"kind": "tfidf-logreg", "C": 2.0})):
         project = tiny_project(tmp_path / name, data=tiny_sentences(300), extra={"promotion": {"floor": 0.1}})

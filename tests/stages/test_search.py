@@ -211,7 +211,7 @@ def test_a_search_killed_half_way_resumes_without_repeating_finished_trials(sear
 
     add_variant(searched, "resumable", {**SEARCHED, "search": {"trials": 6, "space": SEARCH}})
     argv = [sys.executable, "-m", "variantlab.stages.train", "resumable"]
-    slow = fault_env(TEST_FAULT_TRIAL_PAUSE_S="1.5")
+    slow = fault_env(VARIANTLAB_TEST_FAULT_TRIAL_PAUSE_S="1.5")
     first = subprocess.Popen(argv, cwd=searched, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     complete = optuna.trial.TrialState.COMPLETE
 
@@ -253,7 +253,7 @@ def test_a_search_killed_half_way_resumes_without_repeating_finished_trials(sear
 def test_two_worker_processes_share_one_study_and_no_trial_runs_twice(searched: Path) -> None:
     add_variant(searched, "shared", {**SEARCHED, "search": {"trials": 8, "sampler": "random", "space": SEARCH}})
     argv = [sys.executable, "-m", "variantlab.stages.train", "shared", "--trials-only"]
-    env = fault_env(TEST_FAULT_TRIAL_PAUSE_S="0.5")
+    env = fault_env(VARIANTLAB_TEST_FAULT_TRIAL_PAUSE_S="0.5")
     workers = [
         subprocess.Popen(argv, cwd=searched, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

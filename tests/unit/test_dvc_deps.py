@@ -60,7 +60,8 @@ def stage_modules() -> dict[str, str]:
     out = {}
     for name, stage in stages.items():
         cmd = (stage.get("do") or stage)["cmd"]
-        out[name] = cmd.split("-m ", 1)[1].split()[0]
+        module, *args = cmd.split("-m ", 1)[1].split()
+        out[name] = f"variantlab.stages.{args[0]}" if module == "variantlab.stage" else module
     return out
 
 

@@ -79,10 +79,13 @@ def test_env_mismatch_names_a_variable_a_library_may_read_at_import(
 def test_an_unreachable_server_means_the_stage_runs_in_its_own_process(tmp_path: Path) -> None:
     env = {**os.environ, warm.SOCKET_ENV: str(tmp_path / "gone.sock")}
     done = subprocess.run(
-        [sys.executable, "-m", "variantlab.stages.compare", "--help"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "variantlab.stage", "compare", "--help"], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr[-2000:]
-    assert warm.delegate() is None  # in-process callers (pytest's __main__ is no stage module) never delegate
+    unknown = subprocess.run(
+        [sys.executable, "-m", "variantlab.stage", "nope"], env=env, capture_output=True, text=True
+    )
+    assert unknown.returncode == 2 and "give a stage: ingest, validate" in unknown.stderr
 
 
 def test_length_chunks_cover_every_text_once_and_keep_short_texts_apart_from_long_ones() -> None:

@@ -114,19 +114,6 @@ def env_mismatch(server: Mapping[str, str], stage: Mapping[str, str]) -> str | N
 # -- the stage's side -------------------------------------------------------------------------------------------
 
 
-def _stage_command() -> tuple[str, list[str]] | None:
-    """The stage module this process runs and its arguments: ``__main__``'s once ``python -m`` has found it, or
-    the command line's while Python still imports the module's package (:mod:`variantlab.stages` hands over
-    then, before the stage module imports pandas and pydantic)."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    name, argv = getattr(spec, "name", None), sys.argv
-    command = list(getattr(sys, "orig_argv", ()))
-    if name is None and "-m" in command:
-        start = command.index("-m") + 1
-        name, argv = command[start], command[start:]
-    return (name, argv) if isinstance(name, str) and name.startswith("variantlab.stages.") else None
-
-
 def _send(sock: socket.socket, message: Mapping[str, object], fds: list[int] | None = None) -> None:
     payload = json.dumps(message).encode()
     header = len(payload).to_bytes(4, "big")
@@ -150,14 +137,13 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 _asked: list[bool] = []  # a process asks the server once: a refusal or an unreachable server stands
 
 
-def delegate() -> int | None:
-    """Run this stage process's command in a child of the warm server; its exit status, or None to run here."""
+def delegate(module: str, argv: list[str]) -> int | None:
+    """Run stage ``module`` with ``argv`` in a child of the warm server serving this pipeline (``variantlab.stage``
+    asks, once per process); the child's exit status, or None to run here (no server, or it refused)."""
     path = os.environ.get(SOCKET_ENV)
-    command = _stage_command()
-    if not path or command is None or os.environ.get(OFF_ENV) == "0" or _asked:
+    if not path or os.environ.get(OFF_ENV) == "0" or _asked:
         return None
     _asked.append(True)
-    module, argv = command
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
