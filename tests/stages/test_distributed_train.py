@@ -1,13 +1,55 @@
-"""`processes: 2`: the train stage runs as 2 DDP processes (gloo on CPU); rank 0 alone logs and writes."""
+"""Distributed training on CPU (gloo): two DDP processes of the training loop agree on every weight, and
+`processes: 2` runs the train stage as two DDP processes of which rank 0 alone logs and writes."""
 
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import run, tiny_project
+from tests.unit.test_training import build, encoded
+from variantlab.core.training import LoopSettings, train_classifier
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ddp_worker(rank: int, port: int, model_dir: str, sha: str, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        model, tok = build((Path(model_dir), sha))
+        settings = LoopSettings(epochs=2, batch_size=8, lr=1e-3, seed=0, patience=5)
+        state = train_classifier(model, encoded(tok, 64, 0), encoded(tok, 20, 1), settings, pad_id=0)
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        torch.save(
+            {"checksum": flat.double().sum().item(), "first": flat[:50].clone(), "steps": state.step},
+            Path(out) / f"rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_ddp_ranks_agree(tiny_bert: tuple[Path, str], tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(_free_port(), str(tiny_bert[0]), tiny_bert[1], str(tmp_path)), nprocs=2, join=True
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 2 * 4  # 64 examples / 8 per batch / 2 ranks, 2 epochs
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    torch.testing.assert_close(ranks[0]["first"], ranks[1]["first"], rtol=0, atol=0)
+    model, _ = build(tiny_bert)
+    untrained = torch.cat([p.detach().flatten() for p in model.parameters()])[:50]
+    assert not torch.equal(untrained, ranks[0]["first"])  # the ranks agree on trained weights, not on a no-op
 
 
 @pytest.mark.slow  # 40-90 s of training: make test-slow (CI runs it)
