@@ -3,7 +3,7 @@
 Runs the retrain flow cold on a fresh copy of this project (default params, the real corpus and model) against
 a local Prefect server started for the purpose, and writes ``reports/bench/prefect.json``:
 
-- ``stage_seconds``: each stage's own command, from DVC's "Running stage" to its lock-file update;
+- ``stage_seconds``: each stage's own command, from its start to the end of its MLflow run (its record);
 - ``task_seconds``: each task's body (the stage plus ``dvc repro`` start-up and DVC bookkeeping);
 - ``flow_seconds``: the flow call, end to end (MLflow parent run, task orchestration, artifacts).
 
