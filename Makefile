@@ -35,11 +35,15 @@ run: setup  ## run the whole pipeline (dvc repro under one MLflow parent run), p
 
 # The default suite leaves out what needs a server or a long run: those are `make test-slow`, and CI runs both.
 FAST := not slow and not server and not stack
-test: setup  ## the default suite, under 15 minutes after `make run` (prints the 25 slowest tests); CI runs it, then test-slow
-	$(BIN)/python -m pytest -m "$(FAST)" --durations=25
+# Two workers (pytest-xdist): many tests wait on a subprocess, a server or a sleep, so two share the 2 cores well.
+# PYTEST_WORKERS=0 runs in one process (pdb, -x).
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist worksteal)
+test: setup  ## the default suite, under 10 minutes after `make run` (prints the 25 slowest tests); CI runs it, then test-slow
+	$(BIN)/python -m pytest $(XDIST) -m "$(FAST)" --durations=25
 
 test-slow: setup  ## the long tests and those with real servers (Prefect, the team stack), crashes and signals, races, own-task runs; CI runs them too
-	$(BIN)/python -m pytest -m "not ($(FAST))" --durations=10
+	$(BIN)/python -m pytest $(XDIST) -m "not ($(FAST))" --durations=25
 
 test-fast: setup  ## everything but the end-to-end run of the default pipeline
 	$(BIN)/python -m pytest -m "not e2e"

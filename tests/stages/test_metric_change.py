@@ -19,13 +19,13 @@ def set_metric(project: Path, metric: str | None) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.mark.slow  # two pipeline runs (about 75 s): make test-slow (CI runs it)
+@pytest.mark.slow  # two pipeline runs (about 60 s): make test-slow (CI runs it)
 def test_changing_the_promotion_metric_retrains_and_reranks(tmp_path: Path) -> None:
     from variantlab.io.files import read_json
 
     extra = {"promotion": {"baseline": None}, "variants": {"tfidf-weak": {"kind": "tfidf-logreg", "C": 0.01}}}
     project = tiny_project(tmp_path / "p", data=tiny_sentences(240), extra=extra)
-    first = run(project, "-m", "dvc", "repro", "compare")
+    first = run(project, "-m", "variantlab.cli", "run", "compare")  # dvc repro, stages forked warm: quicker
     assert first.returncode == 0, first.stderr[-3000:]
     assert "val_macro_f1" in pd.read_csv(project / "reports/leaderboard.csv").columns
 
