@@ -2,7 +2,7 @@
 
 The space is ``lr`` x ``epochs`` x ``lora.rank`` of the minilm-lora variant (all-MiniLM-L6-v2, real VADER
 sentences, the CPU profile's sequence length). Three measurements, all through the pipeline's own search code
-(``variants.search.Search``: Optuna on SQLite, each trial a nested MLflow run on a SQLite store):
+(``search.Search``: Optuna on SQLite, each trial a nested MLflow run on a SQLite store):
 
 1. **Grid**: every point, no pruning; its best validation macro-F1 and its compute (the trials' fit seconds).
 2. **TPE with median pruning**, given 40% of the grid's compute: a trial starts only while the compute spent
@@ -75,7 +75,7 @@ def run_search(workdir: Path, search: dict[str, Any], a: argparse.Namespace, *, 
     import optuna
 
     from variantlab.core.task import resolve_task
-    from variantlab.variants.search import Search
+    from variantlab.search import Search
 
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = context(workdir, search, a)

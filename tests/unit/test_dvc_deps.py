@@ -109,8 +109,8 @@ def test_how_a_kind_fits_is_an_input_of_train_alone(stage: str) -> None:
     """Changing a training loop re-runs train (and what its models feed), not ingest or compare."""
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
     deps = set((spec.get("do") or spec)["deps"])
-    assert not deps & {"src/variantlab/core/training.py", "src/variantlab/variants/search.py"}, stage
-    assert {"src/variantlab/variants/tfidf.py", "src/variantlab/variants/finetune.py"} <= deps, stage
+    assert not deps & {"src/variantlab/core/training.py", "src/variantlab/search.py"}, stage
+    assert "src/variantlab/variants" in deps, stage  # the kinds' configs: a new kind needs no dvc.yaml edit
 
 
 def test_the_walk_finds_imports_inside_functions() -> None:

@@ -20,11 +20,11 @@ from variantlab import paths
 from variantlab.console import guarded, info
 from variantlab.core.task import Task
 from variantlab.errors import ConfigError
+from variantlab.search import Search, finish_search, mark_finished
+from variantlab.search import trials_only as search_trials_only
 from variantlab.stages.context import StageContext
 from variantlab.variants import kind_for
 from variantlab.variants.finetune import distributed_rank, relaunch_under_torchrun
-from variantlab.variants.search import Search, finish_search, mark_finished
-from variantlab.variants.search import trials_only as search_trials_only
 
 
 def _training_frame(cfg: Any, ctx: StageContext, task: Task) -> Any:
