@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,3 +37,33 @@ def team_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         return
     with running(tmp_path_factory.mktemp("team-stack")) as (env, _seconds):
         yield env
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_state_put_back() -> Iterator[None]:
+    """MLflow keeps its tracking URI (and copies it into MLFLOW_TRACKING_URI) and the active experiment in this
+    process: a test that runs a stage or a flow in-process, or reads a project's store, sets them. Put back what
+    they were before each test, so the tests that follow in this process (xdist runs several per process, in
+    any order) see their own store."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    before = (getattr(utils, "_tracking_uri", None), getattr(fluent, "_active_experiment_id", None))
+    yield
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None and utils._tracking_uri != before[0]:
+        utils.set_tracking_uri(before[0])  # None unsets MLFLOW_TRACKING_URI as well
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        fluent._active_experiment_id = before[1]
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+@pytest.fixture
+def in_process_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test that runs stages in its own process: they track to the project's own store."""
+    for key in ("MLFLOW_TRACKING_URI", "VARIANTLAB_PARENT_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)

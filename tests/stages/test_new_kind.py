@@ -56,7 +56,7 @@ def majority_registered(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_kind_defined_in_a_test_runs_through_train_evaluate_and_compare(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, majority_registered: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, majority_registered: None, in_process_stages: None
 ) -> None:
     from variantlab.config import load_params
     from variantlab.io.files import read_json
@@ -67,8 +67,6 @@ def test_a_kind_defined_in_a_test_runs_through_train_evaluate_and_compare(
     extra = {"variants": {"majority": {"kind": "majority"}}, "promotion": {"baseline": None}}
     project = tiny_project(tmp_path / "p", data=tiny_sentences(240), extra=extra)
     monkeypatch.chdir(project)
-    for key in ("MLFLOW_TRACKING_URI", "VARIANTLAB_PARENT_RUN_ID"):
-        monkeypatch.delenv(key, raising=False)
     params = load_params(project / "params.yaml")
     assert isinstance(params.variants["majority"], MajorityVariant)
     for stage in (ingest, validate, prepare):

@@ -45,8 +45,6 @@ def stages_through(project: Path, monkeypatch: pytest.MonkeyPatch, *, models: bo
     from variantlab.stages.context import StageContext
 
     monkeypatch.chdir(project)
-    for key in ("MLFLOW_TRACKING_URI", "VARIANTLAB_PARENT_RUN_ID"):
-        monkeypatch.delenv(key, raising=False)
     params = load_params(project / "params.yaml")
     for stage in (ingest, validate, prepare):
         assert stage.run(StageContext(project, params)) == 0, stage
@@ -57,7 +55,9 @@ def stages_through(project: Path, monkeypatch: pytest.MonkeyPatch, *, models: bo
         assert compare.run(StageContext(project, params)) == 0
 
 
-def test_twenty_labels_prepare_with_the_shipped_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_twenty_labels_prepare_with_the_shipped_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_stages: None
+) -> None:
     from variantlab.io.files import read_json
 
     project = own_task_project(tmp_path / "twenty", topic_file({f"topic{i:02d}": 60 for i in range(20)}))
@@ -71,7 +71,7 @@ def test_twenty_labels_prepare_with_the_shipped_validation(tmp_path: Path, monke
 
 
 def test_eight_topics_with_a_rare_one_run_with_the_shipped_validation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_stages: None
 ) -> None:
     sizes = {f"topic{i}": 70 for i in range(7)} | {"rare": 30}  # 30 of 520 rows: under 6%
     project = own_task_project(tmp_path / "eight", topic_file(sizes))
