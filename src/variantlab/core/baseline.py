@@ -5,8 +5,6 @@ The estimator is the task kind's (``Task.linear_model``): logistic regression fo
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -14,10 +12,6 @@ from sklearn.pipeline import Pipeline
 
 from variantlab.core.task import Task
 from variantlab.variants.tfidf import TfidfVariant
-
-
-def linear_model(task: Task, *, C: float, max_iter: int, seed: int, class_weight: str | None = None) -> Any:
-    return task.linear_model(C=C, max_iter=max_iter, seed=seed, class_weight=class_weight)
 
 
 def tfidf_pipeline(cfg: TfidfVariant, task: Task, seed: int) -> Pipeline:
@@ -29,7 +23,7 @@ def tfidf_pipeline(cfg: TfidfVariant, task: Task, seed: int) -> Pipeline:
         sublinear_tf=True,
         strip_accents="unicode",
     )
-    head = linear_model(task, C=cfg.C, max_iter=cfg.max_iter, seed=seed, class_weight=cfg.class_weight)
+    head = task.linear_model(C=cfg.C, max_iter=cfg.max_iter, seed=seed, class_weight=cfg.class_weight)
     return Pipeline([("features", ColumnTransformer([("tfidf", vectorizer, "text")])), ("classifier", head)])
 
 
@@ -44,7 +38,7 @@ def fit_linear_head(
     class_weight: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A linear head on frozen embeddings: (weight, bias), one row per label in the task's order (or one row)."""
-    model = linear_model(task, C=C, max_iter=max_iter, seed=seed, class_weight=class_weight)
+    model = task.linear_model(C=C, max_iter=max_iter, seed=seed, class_weight=class_weight)
     model.fit(embeddings, targets)
     weight, bias = task.linear_head(model)
     # ascontiguousarray: lbfgs leaves coef_ Fortran-ordered, and safetensors stores raw bytes in C order.
