@@ -63,6 +63,74 @@ def make_tiny_bert(directory: Path) -> str:
     return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <eos>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+DECODER_ARCHITECTURES = ("llama", "qwen2", "gpt2")
+
+
+def make_tiny_decoder(
+    directory: Path, architecture: str = "llama", *, chat: bool = True, eos: bool = True, seed: int = 0
+) -> str:
+    """Save a tiny random decoder LLM (2 layers, hidden size 32; safetensors) with a byte-level BPE tokenizer,
+    an eos token but no pad token (as most LLMs ship) and, with ``chat``, a chat template; return its sha256."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    special = ["<unk>", "<s>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>"]
+    words = sorted(
+        {w for ws in _WORDS.values() for w in ws}
+        | set(_NOUNS)
+        | set(_NUMBERS)
+        | {"the", "was", "text", "label", "classify", "as", "one", "of", ":", ",", ".", "answer", "n/a", "very"}
+    )
+    # byte-level BPE trained here, as GPT-2, Llama 3 and Qwen tokenizers are (Qwen2's loader expects one)
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    corpus = [" ".join(words), *(f"the {a} was {b}" for a in _NOUNS for b in words)]
+    backend.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=special, show_progress=False)
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="<eos>" if eos else None
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": special[3:]})
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    shape = {"vocab_size": 512, "bos_token_id": 1, "eos_token_id": 2}  # room for tokens a loader adds
+    if architecture == "gpt2":
+        model: Any = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, **shape))
+    else:
+        classes = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+        config_class, model_class = classes[architecture]
+        config = config_class(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **shape,
+        )
+        model = model_class(config)
+    model.save_pretrained(directory)
+    return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+
+
 def deep_update(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():

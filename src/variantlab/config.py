@@ -163,11 +163,41 @@ class SplitConfig(Strict):
         return self
 
 
+SHA256 = r"^[0-9a-f]{64}$"
+
+
 class ModelEntry(Strict):
-    """An open model: ``package:<module>``, ``path:<dir>`` or ``hf:<id>@<revision>``, with its weights' sha256."""
+    """An open model: ``package:<module>``, ``path:<dir>`` or ``hf:<id>@<revision>``, every weight file pinned.
+
+    ``sha256`` pins ``model.safetensors``, or ``file``: another weights file in the source (a ``.gguf`` is
+    dequantized and saved as safetensors once, in a cache keyed by its sha256). ``shards`` pins sharded
+    safetensors instead, one sha256 per file."""
 
     source: str = Field(pattern=r"^(package|path|hf):.+")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(None, pattern=SHA256)
+    file: str | None = Field(None, pattern=r"^[^/\\]+\.(gguf|safetensors)$")
+    shards: dict[str, Annotated[str, Field(pattern=SHA256)]] | None = None
+
+    @model_validator(mode="after")
+    def _pinned(self) -> ModelEntry:
+        if (self.sha256 is None) == (not self.shards):
+            raise ValueError("pin the weights with sha256 (one file) or shards (one sha256 per file), not both")
+        if self.file is not None and self.shards:
+            raise ValueError("file names one weights file: pin it with sha256, not shards")
+        bad = [name for name in self.shards or {} if "/" in name or not name.endswith(".safetensors")]
+        if bad:
+            raise ValueError(f"shards are safetensors files in the model's folder, got {', '.join(bad)}")
+        return self
+
+    @property
+    def key(self) -> str:
+        """What a saved model names its base by: the sha256 of the pinned file, or of the shards' pins."""
+        if self.sha256 is not None:
+            return self.sha256
+        import hashlib
+
+        pins = "".join(f"{name}\t{sha}\n" for name, sha in sorted((self.shards or {}).items()))
+        return hashlib.sha256(pins.encode()).hexdigest()
 
 
 class PromotionConfig(Strict):

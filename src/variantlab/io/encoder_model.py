@@ -46,7 +46,8 @@ class EncoderClassifierModel(PythonModel):
         from variantlab.config import ModelEntry
         from variantlab.io.zoo import load_encoder, resolve
 
-        base = resolve(ModelEntry(source=self.meta["base_model"], sha256=self.meta["base_sha256"]), Path.cwd())
+        entry = self.meta.get("base") or {"source": self.meta["base_model"], "sha256": self.meta["base_sha256"]}
+        base = resolve(ModelEntry(**entry), Path.cwd())
         tokenizer, encoder = load_encoder(base)
         return tokenizer, PeftModel.from_pretrained(encoder, artifacts["adapter"])
 

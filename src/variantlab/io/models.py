@@ -17,6 +17,9 @@ from variantlab.io.zoo import ResolvedModel
 
 ENCODER_CODE = Path(__file__).with_name("encoder_model.py")
 SKLEARN_CODE = Path(__file__).with_name("sklearn_model.py")
+PROMPT_CODE = Path(__file__).with_name("prompt_model.py")
+DECODER_CODE = Path(__file__).with_name("decoder_model.py")
+TORCH_PINS = ("mlflow", "torch", "transformers", "peft", "safetensors", "numpy", "pandas", "tqdm")
 ENCODER_FILES = (
     "config.json",
     "model.safetensors",
@@ -125,8 +128,40 @@ def encoder_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame, task:
         "signature": signature_for(example, task),
         "metadata": model_metadata(task),
         "input_example": example,
-        "pip_requirements": _pins("mlflow", "torch", "transformers", "peft", "safetensors", "numpy", "pandas", "tqdm"),
+        "pip_requirements": _pins(*TORCH_PINS),
     }
+
+
+def stage_prompt_artifacts(workdir: Path, meta: dict[str, Any]) -> dict[str, str]:
+    """A prompt variant's model is its spec: the base LLM is named by its zoo entry (sha256), not copied."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return {"meta": str(workdir / "meta.json")}
+
+
+def prompt_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame, task: Task) -> dict[str, Any]:
+    return {**encoder_model_kwargs(artifacts, example, task), "python_model": str(PROMPT_CODE)}
+
+
+def stage_decoder_artifacts(workdir: Path, *, meta: dict[str, Any], model: Any, tokenizer: Any) -> dict[str, str]:
+    """A fine-tuned decoder: the whole sequence-classification model (``full``, ``pruned``), or, for LoRA, only
+    the adapter and the head (``task_type=SEQ_CLS`` saves the head with the adapter), naming its base by sha256.
+    The tokenizer (with its pad token) goes with either."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    artifacts = {"meta": str(workdir / "meta.json"), "tokenizer": str(workdir / "tokenizer")}
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(workdir / "adapter"), safe_serialization=True)
+        artifacts["adapter"] = str(workdir / "adapter")
+    else:
+        model.save_pretrained(str(workdir / "decoder"), safe_serialization=True)
+        artifacts["decoder"] = str(workdir / "decoder")
+    tokenizer.save_pretrained(str(workdir / "tokenizer"))
+    (workdir / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return artifacts
+
+
+def decoder_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame, task: Task) -> dict[str, Any]:
+    return {**encoder_model_kwargs(artifacts, example, task), "python_model": str(DECODER_CODE)}
 
 
 # Written by MLflow into every download of a registered version (its name and number), not part of the model.

@@ -83,6 +83,7 @@ def run(ctx: StageContext, *, resume: bool = False, argv: Sequence[str] = (), tr
     if trials_only:
         return search_trials_only(ctx, Search(ctx, cfg, train, val, task))
     kind = kind_for(cfg, ctx, resume=resume)
+    kind.check(task)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if not kind.distributed:
             raise ConfigError(f"variant '{ctx.variant}' ({cfg.kind}) does not train on several processes")

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 from variantlab.variants.base import EpochReport, Fitted, VariantKind
 from variantlab.variants.finetune import FinetuneKind
 from variantlab.variants.probe import ProbeKind
+from variantlab.variants.prompt import PromptKind
 from variantlab.variants.tfidf import TfidfKind
 
 if TYPE_CHECKING:
     from variantlab.stages.context import StageContext
 
-BUILTIN: tuple[type[VariantKind], ...] = (TfidfKind, ProbeKind, FinetuneKind)
+BUILTIN: tuple[type[VariantKind], ...] = (TfidfKind, ProbeKind, FinetuneKind, PromptKind)
 
 _KINDS: dict[str, type[VariantKind]] = {}
 

@@ -57,6 +57,9 @@ class VariantKind:
         """The ``kind:`` values this class serves: the literals of its config's ``kind`` field."""
         return tuple(typing.get_args(cls.config.model_fields["kind"].annotation))
 
+    def check(self, task: Task) -> None:
+        """Refuse a config that cannot work on this task, before the stage writes or logs anything."""
+
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
         raise NotImplementedError
 

@@ -1,7 +1,11 @@
-"""``full``, ``lora`` and ``pruned``: an open encoder with a head, fine-tuned by ``core.training`` (all of its
-weights, PEFT LoRA adapters only, or its first ``keep_layers`` layers: a changed architecture). The model holds
-the trained encoder (or the adapter, naming its base by hash) and the head (safetensors) behind the pyfunc
-wrapper in ``io/encoder_model.py``. ``processes: N`` trains as N DDP workers under torchrun."""
+"""``full``, ``lora``, ``qlora`` and ``pruned``: an open encoder or decoder LLM with a head, fine-tuned by
+``core.training`` (all of its weights, PEFT LoRA adapters only, LoRA on a 4-bit base on CUDA, or its first
+``keep_layers`` layers: a changed architecture).
+
+An encoder mean-pools its tokens (``core/classifier.py``); a decoder's head reads its last real token
+(``core/decoder.py``). The model holds the trained network, or only the adapter and head, naming the base by
+sha256, behind the pyfunc wrappers in ``io/encoder_model.py`` and ``io/decoder_model.py``. ``processes: N``
+trains as N DDP workers under torchrun."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from variantlab.console import info
+from variantlab.errors import ConfigError
 from variantlab.schema import Strict, VariantBase
 from variantlab.variants.base import SCRATCH, Fitted, VariantKind, example_rows, val_stats
 
@@ -28,13 +33,16 @@ class LoraSettings(Strict):
     rank: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("query", "value")
+    # null: the architecture's attention projections (query/value for BERT, q_proj/v_proj for Llama, Qwen,
+    # Mistral and Gemma, c_attn for GPT-2); or a list of module names; or all-linear
+    target_modules: tuple[str, ...] | Literal["all-linear"] | None = None
 
 
 class FinetuneVariant(VariantBase):
-    """``full``: all weights train; ``lora``: adapters only; ``pruned``: the first ``keep_layers`` layers train."""
+    """``full``: all weights train; ``lora``: adapters only; ``qlora``: adapters on a 4-bit base (CUDA,
+    bitsandbytes); ``pruned``: the first ``keep_layers`` layers train."""
 
-    kind: Literal["full", "lora", "pruned"]
+    kind: Literal["full", "lora", "qlora", "pruned"]
     model: str
     max_length: int = Field(64, ge=8, le=512)
     epochs: int = Field(1, ge=1)
@@ -53,6 +61,7 @@ class FinetuneVariant(VariantBase):
     compile: bool = False
     checkpoint_every: int = Field(0, ge=0)
     max_steps: int | None = Field(None, ge=1)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
 
     @model_validator(mode="after")
     def _pruned_needs_layers(self) -> FinetuneVariant:
@@ -105,6 +114,41 @@ def distributed_rank() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _quantized_base(directory: Path, device: str, *, num_labels: int, regression: bool, pad_token_id: int) -> Any:
+    """QLoRA's base: 4-bit NF4 weights (bitsandbytes, CUDA), bf16 compute; the new head stays unquantized."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError("qlora needs the bitsandbytes package (pip install bitsandbytes) on a CUDA machine") from None
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=["score", "classifier"],
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(
+        directory,
+        num_labels=num_labels,
+        problem_type="regression" if regression else "single_label_classification",
+        quantization_config=quantization,
+        device_map={"": device},
+        use_safetensors=True,
+        local_files_only=True,
+    )
+    model.config.pad_token_id = pad_token_id
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
 @dataclass
 class FinetuneKind(VariantKind):
     """``full``, ``lora`` and ``pruned``: the open encoder with a head, trained by ``core.training``. A search's
@@ -114,34 +158,111 @@ class FinetuneKind(VariantKind):
     takes_finetune_profile: ClassVar[bool] = True
     distributed: ClassVar[bool] = True
 
-    def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
-        import mlflow
+    def check(self, task: Task) -> None:
+        """The base's pins, qlora's device, and the LoRA targets against the architecture (built on the meta
+        device from its config: no weights loaded), before the stage writes or logs anything."""
         import torch
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-        from variantlab.core.classifier import EncoderClassifier, add_lora, count_parameters, prune_layers
-        from variantlab.core.training import Encoded, LoopSettings, resolve_device, train_classifier
-        from variantlab.io.checkpoints import DirectoryCheckpointer
-        from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
-        from variantlab.io.zoo import load_encoder, resolve
+        from variantlab.core.decoder import lora_targets
+        from variantlab.core.training import resolve_device
+        from variantlab.io.zoo import is_decoder, resolve
 
-        cfg, ctx = self.cfg, self.ctx
-        model = resolve(ctx.params.models[cfg.model], ctx.root)
-        # Seeded before anything draws from torch's generator: the adapters' initial weights (LoRA's A) are
-        # random, and a search's second trial in one process must not start from the first one's leftovers.
-        torch.manual_seed(ctx.params.project.seed)
+        cfg = self.cfg
+        model = resolve(self.ctx.params.models[cfg.model], self.ctx.root)
+        if cfg.kind == "qlora" and not resolve_device(cfg.device).startswith("cuda"):
+            raise ConfigError(
+                "qlora needs a CUDA device (bitsandbytes 4-bit weights): use lora on CPU", file="params.yaml"
+            )
+        if cfg.kind in ("lora", "qlora"):
+            config = AutoConfig.from_pretrained(model.directory, local_files_only=True)
+            builder = AutoModelForSequenceClassification if is_decoder(model.directory) else AutoModel
+            with torch.device("meta"):
+                skeleton = builder.from_config(config)
+            lora_targets(skeleton, cfg.lora.target_modules)
+
+    def _encoder(self, model: Any, task: Task) -> tuple[Any, Any]:
+        from variantlab.core.classifier import EncoderClassifier, add_lora, prune_layers
+        from variantlab.core.decoder import lora_targets
+        from variantlab.io.zoo import load_encoder
+
+        cfg = self.cfg
+        if cfg.kind == "qlora":
+            raise ConfigError("qlora quantizes a decoder LLM's base; use lora for an encoder", file="params.yaml")
         tokenizer, encoder = load_encoder(model)
         if cfg.kind == "pruned":
             encoder = prune_layers(encoder, cfg.keep_layers or 1)
         if cfg.kind == "lora":
+            targets = lora_targets(encoder, cfg.lora.target_modules)
             encoder = add_lora(
-                encoder,
+                encoder, rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, target_modules=targets
+            )
+        torch_seed(self.ctx.params.project.seed)
+        return tokenizer, EncoderClassifier(encoder, task.num_outputs, dropout=cfg.dropout)
+
+    def _decoder(self, model: Any, task: Task, device: str) -> tuple[Any, Any]:
+        from variantlab.core.decoder import (
+            DecoderClassifier,
+            add_decoder_lora,
+            load_sequence_classifier,
+            load_tokenizer,
+            lora_targets,
+            prune_decoder,
+        )
+
+        cfg = self.cfg
+        tokenizer = load_tokenizer(model.directory, source=model.entry.source)
+        outputs, regression, pad = task.num_outputs, task.kind == "regression", tokenizer.pad_token_id
+        if cfg.kind == "qlora":
+            network = _quantized_base(
+                model.directory, device, num_labels=outputs, regression=regression, pad_token_id=pad
+            )
+        else:
+            network = load_sequence_classifier(
+                model.directory, num_labels=outputs, regression=regression, pad_token_id=pad
+            )
+        if cfg.kind == "pruned":
+            network = prune_decoder(network, cfg.keep_layers or 1)
+        if cfg.kind in ("lora", "qlora"):
+            network = add_decoder_lora(
+                network,
                 rank=cfg.lora.rank,
                 alpha=cfg.lora.alpha,
                 dropout=cfg.lora.dropout,
-                target_modules=cfg.lora.target_modules,
+                targets=lora_targets(network, cfg.lora.target_modules),
+                gradient_checkpointing=cfg.gradient_checkpointing,
             )
-        torch.manual_seed(ctx.params.project.seed)
-        classifier = EncoderClassifier(encoder, task.num_outputs, dropout=cfg.dropout)
+        elif cfg.gradient_checkpointing:
+            network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return tokenizer, DecoderClassifier(network)
+
+    def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
+        import mlflow
+        import torch
+
+        from variantlab.core.classifier import count_parameters
+        from variantlab.core.training import Encoded, LoopSettings, resolve_device, train_classifier
+        from variantlab.io.checkpoints import DirectoryCheckpointer
+        from variantlab.io.models import (
+            decoder_model_kwargs,
+            encoder_model_kwargs,
+            stage_decoder_artifacts,
+            stage_encoder_artifacts,
+        )
+        from variantlab.io.zoo import is_decoder, resolve
+
+        cfg, ctx = self.cfg, self.ctx
+        model = resolve(ctx.params.models[cfg.model], ctx.root)
+        decoder = is_decoder(model.directory)
+        rank, world = distributed_rank()
+        device = resolve_device(cfg.device)
+        if device == "cuda" and world > 1:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        # Seeded before anything draws from torch's generator: the adapters' initial weights (LoRA's A) and a
+        # decoder's new head are random, and a search's second trial in one process must not start from the
+        # first one's leftovers.
+        torch_seed(ctx.params.project.seed)
+        tokenizer, classifier = self._decoder(model, task, device) if decoder else self._encoder(model, task)
         # The head trains on the target the kind standardises (a regression's); the served model undoes it.
         mean, std = task.standardiser(train)
 
@@ -149,10 +270,6 @@ class FinetuneKind(VariantKind):
             ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=cfg.max_length)["input_ids"]
             return Encoded(ids, task.scaled_y(frame, mean, std))
 
-        rank, world = distributed_rank()
-        device = resolve_device(cfg.device)
-        if device == "cuda" and world > 1:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         metric = ctx.params.metric
         settings = LoopSettings.from_variant(
             cfg, seed=ctx.params.project.seed, device=device, objective=task.kind, metric=metric
@@ -193,22 +310,29 @@ class FinetuneKind(VariantKind):
         if rank == 0:
             for row in state.history:
                 mlflow.log_metric("epoch_train_loss", row["train_loss"], step=int(row["epoch"]))
-        head = {
-            "weight": classifier.head.weight.detach().cpu().numpy(),
-            "bias": classifier.head.bias.detach().cpu().numpy(),
-        }
+        head = (
+            {}
+            if decoder
+            else {
+                "weight": classifier.head.weight.detach().cpu().numpy(),
+                "bias": classifier.head.bias.detach().cpu().numpy(),
+            }
+        )
         meta = {
             **task.output_meta(mean, std),
             "batch_size": 64,
             "max_length": cfg.max_length,
             "normalize": False,
             "base_model": model.entry.source,
-            "base_sha256": model.entry.sha256,
+            "base_sha256": model.entry.key,
+            "base": model.entry.model_dump(exclude_none=True),
+            "architecture": "decoder" if decoder else "encoder",
             "strategy": cfg.kind,
         }
         trainable, total = count_parameters(classifier)
         best = (state.best_score if settings.higher_is_better else -state.best_score) * unit
         stats = {
+            "architecture": "decoder" if decoder else "encoder",
             "trainable_params": trainable,
             "total_params": total,
             "base_model": model.entry.source,
@@ -223,6 +347,9 @@ class FinetuneKind(VariantKind):
             stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
         def write() -> dict[str, Any]:
+            if decoder:
+                artifacts = stage_decoder_artifacts(workdir, meta=meta, model=classifier.model, tokenizer=tokenizer)
+                return decoder_model_kwargs(artifacts, example_rows(train), task)
             artifacts = stage_encoder_artifacts(
                 workdir, head=head, meta=meta, encoder=classifier.encoder, tokenizer=tokenizer
             )

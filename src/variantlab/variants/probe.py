@@ -48,7 +48,7 @@ class ProbeKind(VariantKind):
 
         def embed(frame: Any, split: str) -> tuple[Any, bool]:
             texts = frame["text"].tolist()
-            key = cache_key(model.entry.sha256, texts, max_length=cfg.max_length, normalize=True)
+            key = cache_key(model.entry.key, texts, max_length=cfg.max_length, normalize=True)
             return cached_embeddings(
                 ctx.path(SCRATCH / "embeddings"),
                 key,
@@ -82,7 +82,7 @@ class ProbeKind(VariantKind):
             "max_length": cfg.max_length,
             "normalize": True,
             "base_model": model.entry.source,
-            "base_sha256": model.entry.sha256,
+            "base_sha256": model.entry.key,
         }
         total = sum(p.numel() for p in encoder.parameters()) + weight.size + bias.size
         stats = {

@@ -1,0 +1,76 @@
+"""MLflow models-from-code definition of a fine-tuned decoder LLM (full, pruned, LoRA). No pickles.
+
+Artifacts: ``meta.json``; ``tokenizer/`` (with its pad token); and either ``decoder/`` (the whole
+sequence-classification model, safetensors) or ``adapter/`` (LoRA weights and the head), whose base is resolved
+through the zoo by the sha256 it names and checked before it loads. Texts are batched by length and
+right-padded with the pad id in the model's config, so the head reads each text's last real token.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+
+class DecoderClassifierModel(PythonModel):
+    """``predict(DataFrame[text]) -> labels`` (``params={"output": "proba"}``: probabilities), or numbers."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        import torch
+
+        from variantlab.core.decoder import DecoderClassifier, load_sequence_classifier, load_tokenizer
+
+        with open(context.artifacts["meta"], encoding="utf-8") as fh:
+            self.meta = json.load(fh)
+        self.tokenizer = load_tokenizer(context.artifacts["tokenizer"])
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        regression = self.meta.get("task") == "regression"
+        outputs = 1 if regression else len(self.meta["classes"])
+        pad = self.tokenizer.pad_token_id
+        if "decoder" in context.artifacts:
+            network = load_sequence_classifier(
+                context.artifacts["decoder"], num_labels=outputs, regression=regression, pad_token_id=pad
+            )
+        else:
+            from peft import PeftModel
+
+            from variantlab.config import ModelEntry
+            from variantlab.io.zoo import resolve
+
+            base = resolve(ModelEntry(**self.meta["base"]), Path.cwd())
+            network = load_sequence_classifier(
+                base.directory, num_labels=outputs, regression=regression, pad_token_id=pad
+            )
+            network = PeftModel.from_pretrained(network, context.artifacts["adapter"])
+        self.model = DecoderClassifier(network).to(self.device).eval()
+
+    def _logits(self, texts: list[str]) -> np.ndarray:
+        from variantlab.core.training import Encoded, predict_logits
+
+        ids = self.tokenizer(texts, truncation=True, max_length=self.meta["max_length"])["input_ids"]
+        data = Encoded(ids, np.zeros(len(ids)))
+        return predict_logits(
+            self.model, data, batch_size=self.meta["batch_size"], pad_id=self.tokenizer.pad_token_id, device=self.device
+        )
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        from variantlab.core.prompting import softmax
+
+        texts = [str(t) for t in model_input["text"]]
+        logits = self._logits(texts)
+        if self.meta.get("task") == "regression":
+            return (logits[:, 0] * self.meta["target_std"] + self.meta["target_mean"]).astype(np.float64)
+        proba = softmax(logits.astype(np.float64))
+        classes = self.meta["classes"]
+        if (params or {}).get("output") == "proba":
+            return pd.DataFrame(proba, columns=classes)
+        return np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+
+
+mlflow.models.set_model(DecoderClassifierModel())
