@@ -136,7 +136,7 @@ def tracking_and_cache() -> dict[str, Any]:
         }
 
         encoder.eval()
-        key = cache_key(model.entry.sha256, texts, max_length=128, normalize=True)
+        key = cache_key(model.entry.key, texts, max_length=128, normalize=True)
         started = time.perf_counter()
         first, hit_first = cached_embeddings(
             Path(tmp), key, lambda: embed_texts(encoder, tokenizer, texts, batch_size=64, max_length=128)

@@ -1,10 +1,16 @@
 """Our training loop against the Hugging Face Trainer, side by side in one run, on the same work.
 
-Same model (all-MiniLM-L6-v2), same sentences (real VADER), batch size, maximum length, precision and number of
-optimizer steps. The Trainer runs twice: at its defaults, and tuned for this work (length-grouped sampling, plus
-bf16 where ours uses it). Writes reports/bench/train.json with samples/s of each and both ratios.
+Same model, same sentences (real VADER), batch size, maximum length, precision and number of optimizer steps.
+The Trainer runs twice: at its defaults, and tuned for this work (length-grouped sampling, plus bf16 where ours
+uses it). Writes reports/bench/train.json (or --out) with samples/s of each and both ratios.
+
+The model is all-MiniLM-L6-v2 by default; ``--model smollm2 --lora`` is SmolLM2-135M with LoRA on a
+sequence-classification head (peft, the same adapters for both loops). ``--config FILE`` builds the model from a
+config with random weights and random token ids of real lengths (the GPU check: no weights or data to fetch).
 
     python benchmarks/bench_train.py                       # CPU, batch 32, 20 steps (the figures in docs/speed.md)
+    python benchmarks/bench_train.py --model smollm2 --lora --batch-size 16 --max-length 64 --steps 8 \
+        --out reports/bench/train-llm-lora.json           # decoder LoRA (docs/llm.md)
     python benchmarks/bench_train.py --device cuda --bf16  # what benchmarks/gpu_check.sh runs
 """
 
@@ -38,15 +44,47 @@ def sentences(n: int, seed: int) -> tuple[list[str], np.ndarray]:
     return [clean_text(t) for t in raw["text"]], resolve_task(params).y(raw)
 
 
-def run_ours(model_dir: Path, ids: list[list[int]], labels: np.ndarray, a: argparse.Namespace) -> dict[str, Any]:
+def build(model_dir: Any, a: argparse.Namespace, *, head: bool) -> Any:
+    """The network both loops train: a decoder's sequence-classification model (LoRA with ``--lora``), or for an
+    encoder ``head``: our mean-pooling classifier, else the Trainer's sequence-classification model."""
     import torch
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     from variantlab.core.classifier import EncoderClassifier
-    from variantlab.core.training import Encoded, LoopSettings, train_classifier
+    from variantlab.core.decoder import add_decoder_lora, lora_targets
 
     torch.manual_seed(0)
-    model = EncoderClassifier(AutoModel.from_pretrained(model_dir, use_safetensors=True), 3)
+    source = a.config or model_dir
+    config = AutoConfig.from_pretrained(source, num_labels=3)
+    decoder = any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in config.architectures or [])
+    if decoder:
+        config.pad_token_id = a.pad_id
+        if a.config:
+            network = AutoModelForSequenceClassification.from_config(config)
+        else:
+            network = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
+        if a.lora:
+            targets = lora_targets(network, None)
+            network = add_decoder_lora(
+                network, rank=8, alpha=16, dropout=0.0, targets=targets, gradient_checkpointing=False
+            )
+        return network
+    if head:
+        encoder = AutoModel.from_config(config) if a.config else AutoModel.from_pretrained(source)
+        return EncoderClassifier(encoder, 3)
+    if a.config:
+        return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=3, use_safetensors=True)
+
+
+def run_ours(model_dir: Any, ids: list[list[int]], labels: np.ndarray, a: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from variantlab.core.decoder import DecoderClassifier
+    from variantlab.core.training import Encoded, LoopSettings, train_classifier
+
+    network = build(model_dir, a, head=True)
+    model = network if hasattr(network, "head") else DecoderClassifier(network)
     settings = LoopSettings(
         epochs=1,
         batch_size=a.batch_size,
@@ -61,7 +99,7 @@ def run_ours(model_dir: Path, ids: list[list[int]], labels: np.ndarray, a: argpa
     if a.device == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    state = train_classifier(model, Encoded(ids, labels), val, settings, pad_id=0)
+    state = train_classifier(model, Encoded(ids, labels), val, settings, pad_id=a.pad_id)
     if a.device == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - started
@@ -76,19 +114,11 @@ def run_ours(model_dir: Path, ids: list[list[int]], labels: np.ndarray, a: argpa
 
 
 def run_trainer(
-    model_dir: Path, ids: list[list[int]], labels: np.ndarray, a: argparse.Namespace, tuned: bool
+    model_dir: Any, ids: list[list[int]], labels: np.ndarray, a: argparse.Namespace, tuned: bool
 ) -> dict[str, Any]:
-    import torch
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=3, use_safetensors=True)
+    model = build(model_dir, a, head=False)
     data = [
         {"input_ids": x, "attention_mask": [1] * len(x), "labels": int(y)} for x, y in zip(ids, labels, strict=True)
     ]
@@ -112,7 +142,7 @@ def run_trainer(
             model=model,
             args=args,
             train_dataset=data,
-            data_collator=DataCollatorWithPadding(AutoTokenizer.from_pretrained(model_dir)),
+            data_collator=DataCollatorWithPadding(a.tokenizer),
         )
         started = time.perf_counter()
         result = trainer.train()
@@ -125,6 +155,37 @@ def run_trainer(
         "samples": samples,
         "trainer_reported_samples_per_s": result.metrics.get("train_samples_per_second"),
     }
+
+
+def synthetic(a: argparse.Namespace) -> tuple[list[list[int]], np.ndarray]:
+    """Random token ids with VADER-like lengths (8 to max_length) and random labels: for random-weight models."""
+    import json as _json
+
+    vocab = _json.loads((a.config / "config.json").read_text())["vocab_size"]
+    rng = np.random.default_rng(0)
+    n = a.steps * a.batch_size
+    lengths = rng.integers(8, a.max_length + 1, size=n)
+    a.pad_id = 0
+    return [rng.integers(1, vocab, size=k).tolist() for k in lengths], rng.integers(0, 3, size=n)
+
+
+class _PadOnly:
+    """The Trainer's collator needs a tokenizer only to pad: this one pads input ids and masks, on the right."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def pad(self, features: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = [f["input_ids"] + [self.pad_id] * (width - len(f["input_ids"])) for f in features]
+        mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+        return {
+            "input_ids": torch.tensor(ids),
+            "attention_mask": torch.tensor(mask),
+            "labels": torch.tensor([f["labels"] for f in features]),
+        }
 
 
 def model_flops_utilisation(n_params: int, tokens_per_s: float, peak_tflops: float) -> float:
@@ -143,23 +204,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile for ours and the tuned Trainer")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="chip peak bf16 dense TFLOP/s (H100: 989)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports/bench/train.json")
+    parser.add_argument("--model", default="minilm", help="a models: key of --params (minilm, smollm2)")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--lora", action="store_true", help="LoRA adapters (peft) on a decoder, in both loops")
+    parser.add_argument("--config", type=Path, help="a config.json folder: random weights and random token ids")
     a = parser.parse_args(argv)
 
     import torch
     import transformers
-    from transformers import AutoTokenizer
 
-    from variantlab.config import load_params
-    from variantlab.io.zoo import resolve
+    if a.config:
+        model_dir, ids, labels = None, *synthetic(a)
+        a.tokenizer = _PadOnly(a.pad_id)
+        name = f"{a.config.name} (random weights)"
+    else:
+        from variantlab.config import load_params
+        from variantlab.core.decoder import load_tokenizer
+        from variantlab.io.zoo import resolve
 
-    model = resolve(load_params(ROOT / "params.yaml").models["minilm"], ROOT)
-    tokenizer = AutoTokenizer.from_pretrained(model.directory)
-    texts, labels = sentences(a.steps * a.batch_size, seed=0)
-    ids = tokenizer(texts, truncation=True, max_length=a.max_length)["input_ids"]
+        model = resolve(load_params(a.params).models[a.model], ROOT)
+        model_dir, name = model.directory, model.entry.source
+        a.tokenizer = load_tokenizer(model.directory)
+        a.pad_id = a.tokenizer.pad_token_id
+        texts, labels = sentences(a.steps * a.batch_size, seed=0)
+        ids = a.tokenizer(texts, truncation=True, max_length=a.max_length)["input_ids"]
     runners = {
-        "ours": lambda: run_ours(model.directory, ids, labels, a),
-        "trainer_default": lambda: run_trainer(model.directory, ids, labels, a, tuned=False),
-        "trainer_tuned": lambda: run_trainer(model.directory, ids, labels, a, tuned=True),
+        "ours": lambda: run_ours(model_dir, ids, labels, a),
+        "trainer_default": lambda: run_trainer(model_dir, ids, labels, a, tuned=False),
+        "trainer_tuned": lambda: run_trainer(model_dir, ids, labels, a, tuned=True),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}
     for repeat in range(a.repeats):  # interleaved, so drift in machine load hits all three alike
@@ -182,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "model": "all-MiniLM-L6-v2",
+        "model": name,
+        "lora": a.lora,
         "batch_size": a.batch_size,
         "max_length": a.max_length,
         "steps": a.steps,
@@ -195,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"cpu": {"ratio_vs_default": 1.5, "ratio_vs_tuned": 1.0}, "gpu": {"ratio_vs_tuned": 1.3}},
     }
     if a.device == "cuda":
-        n_params = sum(
-            p.numel() for p in torch.nn.Module.parameters(transformers.AutoModel.from_pretrained(model.directory))
-        )
+        n_params = sum(p.numel() for p in torch.nn.Module.parameters(build(model_dir, a, head=False)))
         tokens_per_s = ours * report["mean_tokens_per_sample"]
         report["mfu_ours"] = model_flops_utilisation(n_params, tokens_per_s, a.peak_tflops)
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,9 @@ def test_every_bad_key_is_named_in_one_error() -> None:
 def test_unknown_variant_kind_lists_allowed_kinds() -> None:
     raw = shipped()
     raw["variants"]["x"] = {"kind": "magic"}
-    with pytest.raises(ConfigError, match=r"unknown kind 'magic'.*tfidf-logreg, probe, full, lora, pruned"):
+    with pytest.raises(
+        ConfigError, match=r"unknown kind 'magic'.*tfidf-logreg, probe, full, lora, qlora, pruned, prompt"
+    ):
         parse_params(raw)
 
 

@@ -20,42 +20,40 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from variantlab.core import timing
+from variantlab.core.loop_defaults import LOOP_DEFAULTS as _DEFAULTS
 from variantlab.errors import ConfigError
-from variantlab.variants.finetune import FinetuneVariant
-
-_DEFAULTS = {name: f.default for name, f in FinetuneVariant.model_fields.items()}
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """The loop's knobs. Defaults are the config's own (``FinetuneVariant``), so the two cannot drift apart;
+    """The loop's knobs. Defaults are the config's own (``core.loop_defaults``), so the two cannot drift apart;
     ``device`` is a resolved torch device, never ``auto``; ``objective`` comes from the task."""
 
-    epochs: int = _DEFAULTS["epochs"]
-    batch_size: int = _DEFAULTS["batch_size"]
-    lr: float = _DEFAULTS["lr"]
-    weight_decay: float = _DEFAULTS["weight_decay"]
-    warmup_ratio: float = _DEFAULTS["warmup_ratio"]
-    grad_accum: int = _DEFAULTS["grad_accum"]
-    patience: int = _DEFAULTS["patience"]
+    epochs: int = _DEFAULTS.epochs
+    batch_size: int = _DEFAULTS.batch_size
+    lr: float = _DEFAULTS.lr
+    weight_decay: float = _DEFAULTS.weight_decay
+    warmup_ratio: float = _DEFAULTS.warmup_ratio
+    grad_accum: int = _DEFAULTS.grad_accum
+    patience: int = _DEFAULTS.patience
     seed: int = 42
     device: str = "cpu"
-    bf16: bool = _DEFAULTS["bf16"]
-    compile: bool = _DEFAULTS["compile"]
-    checkpoint_every: int = _DEFAULTS["checkpoint_every"]
-    max_steps: int | None = _DEFAULTS["max_steps"]
+    bf16: bool = _DEFAULTS.bf16
+    compile: bool = _DEFAULTS.compile
+    checkpoint_every: int = _DEFAULTS.checkpoint_every
+    max_steps: int | None = _DEFAULTS.max_steps
     objective: str = "classification"  # or "regression": one output, mean squared error
     metric: str | None = None  # the validation metric (the task's headline): macro_f1 / mae when None
 
     @classmethod
     def from_variant(
-        cls, cfg: FinetuneVariant, *, seed: int, device: str, objective: str, metric: str | None = None
+        cls, cfg: Any, *, seed: int, device: str, objective: str, metric: str | None = None
     ) -> LoopSettings:
         resolved = {"seed", "device", "objective", "metric"}
         shared = {
             f.name: getattr(cfg, f.name)
             for f in fields(cls)
-            if f.name in FinetuneVariant.model_fields and f.name not in resolved
+            if f.name in type(cfg).model_fields and f.name not in resolved
         }
         return cls(**shared, seed=seed, device=device, objective=objective, metric=metric)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from variantlab.console import info
+from variantlab.core.loop_defaults import LOOP_DEFAULTS
 from variantlab.errors import ConfigError
 from variantlab.schema import Strict, VariantBase
 from variantlab.variants.base import SCRATCH, Fitted, VariantKind, example_rows, val_stats
@@ -45,22 +46,22 @@ class FinetuneVariant(VariantBase):
     kind: Literal["full", "lora", "qlora", "pruned"]
     model: str
     max_length: int = Field(64, ge=8, le=512)
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    grad_accum: int = Field(1, ge=1)
-    patience: int = Field(1, ge=1)
+    epochs: int = Field(LOOP_DEFAULTS.epochs, ge=1)
+    batch_size: int = Field(LOOP_DEFAULTS.batch_size, ge=1)
+    lr: float = Field(LOOP_DEFAULTS.lr, gt=0)
+    weight_decay: float = Field(LOOP_DEFAULTS.weight_decay, ge=0)
+    warmup_ratio: float = Field(LOOP_DEFAULTS.warmup_ratio, ge=0, lt=1)
+    grad_accum: int = Field(LOOP_DEFAULTS.grad_accum, ge=1)
+    patience: int = Field(LOOP_DEFAULTS.patience, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     keep_layers: int | None = Field(None, ge=1)
     lora: LoraSettings = LoraSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     processes: int = Field(1, ge=1)  # > 1: the stage relaunches itself under torchrun (DDP; one per GPU)
-    bf16: bool = True  # bf16 autocast, used on CUDA only
-    compile: bool = False
-    checkpoint_every: int = Field(0, ge=0)
-    max_steps: int | None = Field(None, ge=1)
+    bf16: bool = LOOP_DEFAULTS.bf16  # bf16 autocast, used on CUDA only
+    compile: bool = LOOP_DEFAULTS.compile
+    checkpoint_every: int = Field(LOOP_DEFAULTS.checkpoint_every, ge=0)
+    max_steps: int | None = Field(LOOP_DEFAULTS.max_steps, ge=1)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
 
     @model_validator(mode="after")
