@@ -183,7 +183,8 @@ CASES: dict[str, Case] = {
     ),
     "unknown-variant-kind": Case(
         edit_params(lambda p: p["variants"]["tfidf-logreg"].update(kind="xgboost")),
-        "params.yaml: variants.tfidf-logreg: unknown kind 'xgboost' (allowed: tfidf-logreg, probe, full, lora, qlora, pruned, prompt)",
+        "params.yaml: variants.tfidf-logreg: unknown kind 'xgboost' "
+        "(allowed: tfidf-logreg, probe, full, lora, qlora, pruned, prompt)",
         None,
     ),
     "wrong-type-in-params": Case(
