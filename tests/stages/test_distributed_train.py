@@ -52,6 +52,50 @@ def test_two_process_ddp_ranks_agree(tiny_bert: tuple[Path, str], tmp_path: Path
     assert not torch.equal(untrained, ranks[0]["first"])  # the ranks agree on trained weights, not on a no-op
 
 
+def _ddp_decoder_worker(rank: int, port: int, model_dir: str, out: str) -> None:
+    """LoRA on a tiny Llama's sequence-classification head, as the lora kind trains a decoder."""
+    import numpy as np
+    import torch.distributed as dist
+
+    from variantlab.core.decoder import DecoderClassifier, add_decoder_lora, load_sequence_classifier, load_tokenizer
+    from variantlab.core.training import Encoded
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        tokenizer = load_tokenizer(model_dir)
+        torch.manual_seed(0)
+        network = load_sequence_classifier(
+            model_dir, num_labels=3, regression=False, pad_token_id=tokenizer.pad_token_id
+        )
+        network = add_decoder_lora(
+            network, rank=2, alpha=4, dropout=0.0, targets=["q_proj", "v_proj"], gradient_checkpointing=False
+        )
+        model = DecoderClassifier(network)
+        words = ["great", "awful", "plain"]
+        texts = [f"the film was {words[i % 3]} {'one two' * (i % 4)}" for i in range(32)]
+        data = Encoded(tokenizer(texts)["input_ids"], np.arange(32) % 3)
+        settings = LoopSettings(epochs=1, batch_size=4, lr=1e-2, seed=0, patience=5)
+        state = train_classifier(model, data, data, settings, pad_id=tokenizer.pad_token_id)
+        trained = [p.detach().flatten() for p in model.parameters() if p.requires_grad]
+        flat = torch.cat(trained)
+        torch.save({"checksum": flat.double().sum().item(), "steps": state.step}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_ddp_ranks_agree_on_a_decoder_lora(tmp_path: Path) -> None:
+    from tests.helpers import make_tiny_decoder
+
+    make_tiny_decoder(tmp_path / "llm")
+    torch.multiprocessing.spawn(
+        _ddp_decoder_worker, args=(_free_port(), str(tmp_path / "llm"), str(tmp_path)), nprocs=2, join=True
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 4  # 32 texts / 4 per batch / 2 ranks
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+
+
 @pytest.mark.slow  # 40-90 s of training: make test-slow (CI runs it)
 def test_train_stage_under_torchrun_with_two_processes(tiny_bert: tuple[Path, str], tmp_path: Path) -> None:
     full = {"kind": "full", "model": "tiny", "max_length": 16, "batch_size": 8, "epochs": 2, "lr": 3e-3, "processes": 2}
