@@ -52,8 +52,9 @@ def test_two_process_ddp_ranks_agree(tiny_bert: tuple[Path, str], tmp_path: Path
     assert not torch.equal(untrained, ranks[0]["first"])  # the ranks agree on trained weights, not on a no-op
 
 
-def _ddp_decoder_worker(rank: int, port: int, model_dir: str, out: str) -> None:
-    """LoRA on a tiny Llama's sequence-classification head, as the lora kind trains a decoder."""
+def _ddp_decoder_worker(rank: int, port: int, model_dir: str, out: str, fsdp: bool) -> None:
+    """LoRA on a tiny Llama's sequence-classification head, as the lora kind trains a decoder; with ``fsdp`` the
+    whole model trains sharded over the two processes (FSDP2), and its gathered weights are compared."""
     import numpy as np
     import torch.distributed as dist
 
@@ -68,32 +69,48 @@ def _ddp_decoder_worker(rank: int, port: int, model_dir: str, out: str) -> None:
         network = load_sequence_classifier(
             model_dir, num_labels=3, regression=False, pad_token_id=tokenizer.pad_token_id
         )
-        network = add_decoder_lora(
-            network, rank=2, alpha=4, dropout=0.0, targets=["q_proj", "v_proj"], gradient_checkpointing=False
-        )
+        if not fsdp:
+            network = add_decoder_lora(
+                network, rank=2, alpha=4, dropout=0.0, targets=["q_proj", "v_proj"], gradient_checkpointing=False
+            )
         model = DecoderClassifier(network)
         words = ["great", "awful", "plain"]
         texts = [f"the film was {words[i % 3]} {'one two' * (i % 4)}" for i in range(32)]
         data = Encoded(tokenizer(texts)["input_ids"], np.arange(32) % 3)
-        settings = LoopSettings(epochs=1, batch_size=4, lr=1e-2, seed=0, patience=5)
+        settings = LoopSettings(epochs=1, batch_size=4, lr=1e-2, seed=0, patience=5, fsdp=fsdp)
         state = train_classifier(model, data, data, settings, pad_id=tokenizer.pad_token_id)
-        trained = [p.detach().flatten() for p in model.parameters() if p.requires_grad]
-        flat = torch.cat(trained)
+        if fsdp:
+            from variantlab.core.training import full_state_dict
+
+            weights = full_state_dict(model)  # gathered on rank 0 only (CPU offload)
+            assert not any(type(w).__name__ == "DTensor" for w in weights.values())
+            flat = torch.cat([w.flatten() for w in weights.values()]) if rank == 0 else torch.zeros(1)
+        else:
+            flat = torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
         torch.save({"checksum": flat.double().sum().item(), "steps": state.step}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_two_process_ddp_ranks_agree_on_a_decoder_lora(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp-lora", "fsdp-full"])
+def test_two_processes_agree_on_a_trained_decoder(tmp_path: Path, fsdp: bool) -> None:
     from tests.helpers import make_tiny_decoder
 
     make_tiny_decoder(tmp_path / "llm")
     torch.multiprocessing.spawn(
-        _ddp_decoder_worker, args=(_free_port(), str(tmp_path / "llm"), str(tmp_path)), nprocs=2, join=True
+        _ddp_decoder_worker, args=(_free_port(), str(tmp_path / "llm"), str(tmp_path), fsdp), nprocs=2, join=True
     )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["steps"] == ranks[1]["steps"] == 4  # 32 texts / 4 per batch / 2 ranks
-    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    if not fsdp:
+        assert ranks[0]["checksum"] == ranks[1]["checksum"]
+        return
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    untrained = AutoModelForSequenceClassification.from_pretrained(tmp_path / "llm", num_labels=3)
+    before = sum(p.detach().double().sum().item() for p in untrained.parameters())
+    assert ranks[0]["checksum"] != pytest.approx(before, abs=1e-3)  # the gathered weights were trained
 
 
 @pytest.mark.slow  # 40-90 s of training: make test-slow (CI runs it)

@@ -15,3 +15,4 @@ class LOOP_DEFAULTS:
     compile: bool = False
     checkpoint_every: int = 0
     max_steps: int | None = None
+    fsdp: bool = False

@@ -42,6 +42,7 @@ class LoopSettings:
     compile: bool = _DEFAULTS.compile
     checkpoint_every: int = _DEFAULTS.checkpoint_every
     max_steps: int | None = _DEFAULTS.max_steps
+    fsdp: bool = _DEFAULTS.fsdp  # several processes shard parameters, gradients and optimizer state (FSDP2)
     objective: str = "classification"  # or "regression": one output, mean squared error
     metric: str | None = None  # the validation metric (the task's headline): macro_f1 / mae when None
 
@@ -55,7 +56,8 @@ class LoopSettings:
             for f in fields(cls)
             if f.name in type(cfg).model_fields and f.name not in resolved
         }
-        return cls(**shared, seed=seed, device=device, objective=objective, metric=metric)
+        fsdp = getattr(cfg, "sharding", "ddp") == "fsdp"
+        return cls(**shared, seed=seed, device=device, objective=objective, metric=metric, fsdp=fsdp)
 
     @property
     def val_metric(self) -> str:
@@ -181,6 +183,26 @@ def validation_score(logits: np.ndarray, targets: np.ndarray, objective: str, me
     return metric_value(metric, targets, logits.argmax(1))
 
 
+def shard(model: nn.Module) -> None:
+    """FSDP2: every block of each ``ModuleList`` (the transformer's layers) is one unit, then the whole model;
+    each process keeps a shard of the weights, gradients and optimizer state. Frozen and trainable parameters
+    (LoRA) may share a unit."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in list(model.modules()):
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                fully_shard(block)
+    fully_shard(model)
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A sharded model's whole weights on the CPU, gathered from every process (all of them must call it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
@@ -213,8 +235,11 @@ def train_classifier(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     model.to(device)
-    optimizer = _optimizer(model, s, fused=device.type == "cuda")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    sharded = s.fsdp and world > 1
+    if sharded:  # before the optimizer: it must hold the shards
+        shard(model)
+    optimizer = _optimizer(model, s, fused=device.type == "cuda")
     lengths = [len(x) for x in train.ids]
     # Mega-batches hold a whole number of batches, so an epoch has ceil(n / batch_size) of them; no need to
     # build (shuffle and sort) an epoch's batches just to count them.
@@ -231,7 +256,7 @@ def train_classifier(
         torch.set_rng_state(trainer["rng"])
         state = LoopState(**trainer["state"])
     wrapped: nn.Module = model
-    if world > 1:
+    if world > 1 and not sharded:
         wrapped = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )

@@ -57,7 +57,10 @@ class FinetuneVariant(VariantBase):
     keep_layers: int | None = Field(None, ge=1)
     lora: LoraSettings = LoraSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    processes: int = Field(1, ge=1)  # > 1: the stage relaunches itself under torchrun (DDP; one per GPU)
+    processes: int = Field(1, ge=1)  # > 1: the stage relaunches itself under torchrun (one per GPU)
+    # with processes > 1: ddp (a whole copy per process) or fsdp (weights, gradients and optimizer state sharded,
+    # for a model that does not fit one GPU)
+    sharding: Literal["ddp", "fsdp"] = "ddp"
     bf16: bool = LOOP_DEFAULTS.bf16  # bf16 autocast, used on CUDA only
     compile: bool = LOOP_DEFAULTS.compile
     checkpoint_every: int = Field(LOOP_DEFAULTS.checkpoint_every, ge=0)
@@ -68,6 +71,8 @@ class FinetuneVariant(VariantBase):
     def _pruned_needs_layers(self) -> FinetuneVariant:
         if self.kind == "pruned" and self.keep_layers is None:
             raise ValueError("a pruned variant needs keep_layers")
+        if self.sharding == "fsdp" and self.checkpoint_every:
+            raise ValueError("checkpoint_every is not supported with sharding: fsdp (each process holds a shard)")
         return self
 
 
@@ -308,6 +313,13 @@ class FinetuneKind(VariantKind):
         )
         if store_dir.exists():  # finished: the model is the output now, the checkpoint only takes space
             shutil.rmtree(store_dir)
+        if settings.fsdp and world > 1:  # every process gives its shards; rank 0 puts them in an unsharded copy
+            from variantlab.core.training import full_state_dict
+
+            weights = full_state_dict(classifier)
+            torch_seed(ctx.params.project.seed)
+            tokenizer, classifier = self._decoder(model, task, "cpu") if decoder else self._encoder(model, task)
+            classifier.load_state_dict(weights)
         if rank == 0:
             for row in state.history:
                 mlflow.log_metric("epoch_train_loss", row["train_loss"], step=int(row["epoch"]))
