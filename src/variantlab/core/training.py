@@ -200,7 +200,8 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """A sharded model's whole weights on the CPU, gathered from every process (all of them must call it)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    gathered = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {name: value for name, value in gathered.items() if isinstance(value, torch.Tensor)}
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
