@@ -84,9 +84,21 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     params = load_params(root / "params.yaml")
     if params.data.source == "vader":
         info(f"data: {fetch_vader_sdist(params.data.vader)} (sha256 ok)")
+    used = {getattr(cfg, "model", None) for cfg in params.variants.values()}
+    used.add(params.feedback.embedding_model or next(iter(params.models), None))
     for name, entry in params.models.items():
-        info(f"model {name}: {resolve(entry, root).weights} (sha256 ok)")
+        if name in used:
+            info(f"model {name}: {resolve(entry, root).weights} (sha256 ok)")
+        else:
+            info(f"model {name}: no variant of profile {params.profile} uses it (checked when one does)")
     return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from variantlab.commands.profile import main
+    from variantlab.io.tracking import project_root
+
+    return main(project_root() / "params.yaml", args.name)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -384,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "fetch", "download the default data and check every model's pinned hash", "variantlab fetch"
     )
     fetch.set_defaults(func=_cmd_fetch)
+    profile = add_command(
+        sub,
+        "profile",
+        "switch params.yaml's profile (cpu, gpu): its settings, and the variants it adds to variants:",
+        "variantlab profile gpu",
+    )
+    profile.add_argument("name", nargs="?", help="the profile to switch to (none: print the current one)")
+    profile.set_defaults(func=_cmd_profile)
     status = add_command(
         sub,
         "status",

@@ -264,10 +264,12 @@ class RemoteConfig(Strict):
 
 
 class ProfileOverrides(Strict):
-    """What a profile changes: split settings, and settings of every fine-tuning variant."""
+    """What a profile changes: split settings, settings of every fine-tuning variant, and the variants it adds
+    (``variantlab profile <name>`` writes those into ``variants:``, where dvc.yaml's foreach sees them)."""
 
     split: dict[str, Any] = Field(default_factory=dict)
     finetune: dict[str, Any] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Params(Strict):
@@ -392,6 +394,14 @@ def apply_profile(raw: dict[str, Any], file: str) -> dict[str, Any]:
     if not isinstance(overrides, dict):
         return raw  # reported by validation
     out = dict(raw)
+    added = overrides.get("variants") or {}
+    missing = sorted(set(added) - set(out.get("variants") or {})) if isinstance(added, dict) else []
+    if missing:
+        raise ConfigError(
+            f"profile '{name}' adds variant(s) {', '.join(missing)} that are not under variants: (dvc.yaml runs "
+            f"only those): run `variantlab profile {name}` to switch profiles",
+            file=file,
+        )
     if isinstance(out.get("split"), dict):
         out["split"] = {**out["split"], **(overrides.get("split") or {})}
     if isinstance(out.get("variants"), dict):
