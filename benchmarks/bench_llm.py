@@ -9,7 +9,7 @@
 - ``matmul_peak``: fp32 GEMM GFLOP/s of this machine, and the prompt variant's GFLOP/s as a share of it
   (2 x non-embedding parameters x tokens computed; attention's own FLOPs left out).
 
-    python benchmarks/bench_llm.py                 # -> reports/bench/llm-prompt.json (about 3 minutes on 2 cores)
+    python benchmarks/bench_llm.py                 # -> reports/bench/llm-prompt.json (about 4 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ def plain_forward(model: Any, scorer: Any, texts: list[str], batch_size: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--texts", type=int, default=48)
+    parser.add_argument("--texts", type=int, default=128, help="as many as a small test set: the prefix amortizes")
     parser.add_argument("--shots", type=int, default=2, help="few-shot examples per label")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved runs of each; the fastest counts")
     parser.add_argument("--params", type=Path, default=ROOT / "examples/llm-variants/params.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "reports/bench/llm-prompt.json")
     a = parser.parse_args(argv)

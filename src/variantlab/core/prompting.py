@@ -14,7 +14,6 @@ spec saved with the model, so the served model scores exactly as it was evaluate
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -68,12 +67,19 @@ def _user_turn(spec: PromptSpec, text: str) -> str:
     return spec.template.format(text=text, labels=", ".join(spec.words))
 
 
+def _clip(tokenizer: Any, text: str, tokens: int) -> str:
+    """A few-shot example cut to ``max_text_tokens``, as every scored text is."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= tokens else str(tokenizer.decode(ids[:tokens]))
+
+
 def render(spec: PromptSpec, tokenizer: Any, text: str) -> str:
     """The prompt for one text, up to where the answer starts (the assistant's turn)."""
     word = dict(zip(spec.labels, spec.words, strict=True))
+    examples = [(_clip(tokenizer, example, spec.max_text_tokens), label) for example, label in spec.examples]
     if spec.chat:
         messages = [{"role": "system", "content": spec.system}] if spec.system else []
-        for example, label in spec.examples:
+        for example, label in examples:
             messages += [
                 {"role": "user", "content": _user_turn(spec, example)},
                 {"role": "assistant", "content": word[label]},
@@ -81,7 +87,7 @@ def render(spec: PromptSpec, tokenizer: Any, text: str) -> str:
         messages.append({"role": "user", "content": _user_turn(spec, text)})
         return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     parts = [spec.system] if spec.system else []
-    parts += [f"{_user_turn(spec, example)} {word[label]}" for example, label in spec.examples]
+    parts += [f"{_user_turn(spec, example)} {word[label]}" for example, label in examples]
     parts.append(_user_turn(spec, text))
     return "\n\n".join(parts)
 
@@ -144,17 +150,21 @@ class PromptScorer:
 
     # -- forward passes -------------------------------------------------------------------------------------
     def _cache(self, rows: int) -> Any:
+        """The shared prefix's keys and values for ``rows`` texts: computed once, then broadcast (a view per
+        batch, not a copy; the forward pass appends each text's own keys after them)."""
         if not self.prefix:
             return None
         if self._prefix_cache is None:
             with torch.inference_mode():
                 ids = torch.tensor([self.prefix], device=self.device)
                 out = self.model(input_ids=ids, use_cache=True)
-                self._prefix_cache = out.cache if self._cache_arg == "cache" else out.past_key_values
+            cache = out.cache if self._cache_arg == "cache" else out.past_key_values
+            self._prefix_cache = [(layer.keys, layer.values) for layer in cache.layers]
             self.tokens_scored += len(self.prefix)
-        cache = copy.deepcopy(self._prefix_cache)
-        cache.batch_repeat_interleave(rows)
-        return cache
+        from transformers import DynamicCache
+
+        expanded = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix_cache]
+        return DynamicCache(ddp_cache_data=expanded, config=self.model.config)
 
     def _log_probs(self, rows: list[list[int]], keep: int, *, use_cache: bool) -> torch.Tensor:
         """Next-token log-probabilities after each row's last ``keep`` tokens: (rows, keep, vocabulary).
