@@ -8,7 +8,8 @@ torch.compile, checkpoints every N optimizer steps that resume bit-for-bit on CP
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
@@ -208,6 +209,27 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
+@contextmanager
+def grouped_query_attention(device: torch.device) -> Iterator[None]:
+    """On CPU, let SDPA attend with grouped-query attention (Llama-style decoders: fewer key/value heads than
+    query heads) even with a padding mask, instead of first copying the keys and values to every query head,
+    which transformers does unless CUDA's unmasked fast path applies. The same attention, less memory traffic:
+    about 10% more samples/s for SmolLM2 LoRA here (reports/bench/train-llm-lora.json)."""
+    import os
+
+    key = "TRANSFORMERS_SDPA_FORCE_GQA"
+    before = os.environ.get(key)
+    if device.type == "cpu":
+        os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def train_classifier(
     model: nn.Module,
     train: Encoded,
@@ -220,6 +242,35 @@ def train_classifier(
     on_step: Callable[[LoopState, torch.Tensor], None] | None = None,
     on_epoch: Callable[[LoopState, float], None] | None = None,
     progress: str | None = None,
+) -> LoopState:
+    """Train in place; returns the final state (see :func:`_train`)."""
+    with grouped_query_attention(torch.device(s.device)):
+        return _train(
+            model,
+            train,
+            val,
+            s,
+            pad_id=pad_id,
+            checkpoints=checkpoints,
+            resume=resume,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            progress=progress,
+        )
+
+
+def _train(
+    model: nn.Module,
+    train: Encoded,
+    val: Encoded,
+    s: LoopSettings,
+    *,
+    pad_id: int,
+    checkpoints: Checkpointer | None,
+    resume: bool,
+    on_step: Callable[[LoopState, torch.Tensor], None] | None,
+    on_epoch: Callable[[LoopState, float], None] | None,
+    progress: str | None,
 ) -> LoopState:
     """Train in place; returns the final state. ``on_step(state, loss)`` sees every optimizer step and
     ``on_epoch(state, value)`` every epoch's validation value; an exception it raises (a search pruning the
