@@ -74,7 +74,7 @@ def _package_file(module_name: str, name: str) -> Path:
     )
 
 
-def _hub_dir(spec: str) -> Path:
+def _hub_dir(spec: str, file: str | None = None) -> Path:
     repo_id, sep, revision = spec.partition("@")
     if not sep or not revision:
         raise ConfigError(f"hf:{spec}: a pinned revision is required, as hf:<id>@<revision>")
@@ -84,7 +84,8 @@ def _hub_dir(spec: str) -> Path:
         path = snapshot_download(
             repo_id=repo_id,
             revision=revision,
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja", "*.gguf", "tokenizer*"],
+            # the config, tokenizer and safetensors weights; of a repository of GGUF files, only the pinned one
+            allow_patterns=["*.json", "*.txt", "*.jinja", "tokenizer*", file or "*.safetensors"],
         )
     except Exception as exc:  # the hub client raises many network error types; all mean "not reachable"
         raise ConfigError(
@@ -100,7 +101,7 @@ def locate(entry: ModelEntry, root: Path) -> Path:
         return _package_file(rest, entry.file).parent if entry.file else _package_dir(rest)
     if scheme == "path":
         return (root / rest).resolve()
-    return _hub_dir(rest)
+    return _hub_dir(rest, entry.file)
 
 
 def _check_pin(path: Path, expected: str, entry: ModelEntry) -> None:
