@@ -195,3 +195,31 @@ def test_hub_entry_resolves_from_a_pinned_snapshot_offline(tiny_bert: tuple[Path
         check=False,
     )
     assert missing.returncode != 0 and "could not be fetched from the hub" in missing.stderr
+
+
+def test_hub_decoder_resolves_and_loads_from_a_pinned_snapshot_offline(tmp_path: Path) -> None:
+    """The same for a decoder LLM (a tiny Llama saved here): resolved, then loaded as a causal LM with its
+    tokenizer and as a sequence classifier, offline."""
+    from tests.helpers import make_tiny_decoder
+
+    revision = "89abcdef0123456789abcdef0123456789abcdef"
+    snapshot = tmp_path / "hub" / "models--tests--tiny-llama" / "snapshots" / revision
+    sha = make_tiny_decoder(snapshot)
+    script = (
+        "import sys; from pathlib import Path; from variantlab.config import ModelEntry; "
+        "from variantlab.io.zoo import resolve, is_decoder; from variantlab.core import decoder as d; "
+        "m = resolve(ModelEntry(source=sys.argv[1], sha256=sys.argv[2]), Path('.')); "
+        "t = d.load_tokenizer(m.directory); d.load_causal_lm(m.directory); "
+        "d.load_sequence_classifier(m.directory, num_labels=2, regression=False, pad_token_id=t.pad_token_id); "
+        "print(is_decoder(m.directory), m.directory)"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    ok = subprocess.run(
+        [sys.executable, "-c", script, f"hf:tests/tiny-llama@{revision}", sha],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert ok.stdout.strip().startswith("True") and ok.stdout.strip().endswith(revision)
