@@ -131,7 +131,8 @@ class PromptScorer:
     def __init__(self, model: Any, tokenizer: Any, spec: PromptSpec, *, batch_size: int = 16) -> None:
         self.model, self.tokenizer, self.spec, self.batch_size = model, tokenizer, spec, batch_size
         self.device = next(model.parameters()).device
-        if self.device.type == "cpu":
+        heads = getattr(model.config, "num_attention_heads", 0)
+        if self.device.type == "cpu" and getattr(model.config, "num_key_value_heads", heads) < heads:
             # Grouped-query attention (SmolLM2: 9 query heads, 3 key/value heads) inside SDPA even with a padding
             # mask, instead of copying the keys and values to every query head first: a batch attends to the
             # whole shared prefix, and on CPU those copies cost more than the attention (few-shot 1.7x -> 1.3x of

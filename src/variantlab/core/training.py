@@ -209,8 +209,15 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
+def has_grouped_query_attention(model: nn.Module) -> bool:
+    """Fewer key/value heads than query heads (Llama-style decoders; not BERT)."""
+    config = next((m.config for m in model.modules() if hasattr(m, "config")), None)
+    heads = getattr(config, "num_attention_heads", None)
+    return heads is not None and getattr(config, "num_key_value_heads", heads) < heads
+
+
 @contextmanager
-def grouped_query_attention(device: torch.device) -> Iterator[None]:
+def grouped_query_attention(device: torch.device, enabled: bool = True) -> Iterator[None]:
     """On CPU, let SDPA attend with grouped-query attention (Llama-style decoders: fewer key/value heads than
     query heads) even with a padding mask, instead of first copying the keys and values to every query head,
     which transformers does unless CUDA's unmasked fast path applies. The same attention, less memory traffic:
@@ -219,7 +226,7 @@ def grouped_query_attention(device: torch.device) -> Iterator[None]:
 
     key = "TRANSFORMERS_SDPA_FORCE_GQA"
     before = os.environ.get(key)
-    if device.type == "cpu":
+    if device.type == "cpu" and enabled:
         os.environ[key] = "1"
     try:
         yield
@@ -244,7 +251,7 @@ def train_classifier(
     progress: str | None = None,
 ) -> LoopState:
     """Train in place; returns the final state (see :func:`_train`)."""
-    with grouped_query_attention(torch.device(s.device)):
+    with grouped_query_attention(torch.device(s.device), has_grouped_query_attention(model)):
         return _train(
             model,
             train,
