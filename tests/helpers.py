@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +241,45 @@ def run(
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def model_server(project: Path, *args: str, log: Path, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """`variantlab serve-model <args>` on a free port in ``project``, yielding (an httpx client, the process)
+    once /ping answers (the process's output goes to ``log``); stopped on the way out."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with log.open("wb") as out:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "variantlab.cli", "serve-model", *args, "--port", str(port)],
+            cwd=project,
+            env=env or clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                try:
+                    if client.get("/ping").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert service.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.5)
+            yield client, service
+            client.close()
+        finally:
+            service.terminate()
+            service.wait(timeout=60)
 
 
 def made_run() -> Path | None:

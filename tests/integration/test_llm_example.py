@@ -6,17 +6,13 @@ variants' own models."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import DELETE, REPO, copy_project, deep_update, run
+from tests.helpers import DELETE, REPO, copy_project, deep_update, model_server, run
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +26,7 @@ SMALLER = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_llm_example_runs_end_to_end_on_the_real_smollm2(tmp_path: Path) -> None:
-    import httpx
-
     params = yaml.safe_load((REPO / "examples/llm-variants/params.yaml").read_text())
     project = copy_project(tmp_path / "p")
     (project / "params.yaml").write_text(yaml.safe_dump(deep_update(params, SMALLER), sort_keys=False))
@@ -62,26 +50,7 @@ def test_the_llm_example_runs_end_to_end_on_the_real_smollm2(tmp_path: Path) -> 
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert set(pd.read_csv(project / "out.csv")["predicted"]) <= {"negative", "neutral", "positive"}
 
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    service = subprocess.Popen(
-        [sys.executable, "-m", "variantlab.cli", "serve-model", "models/smollm2-zero-shot", "--port", str(port)],
-        cwd=project,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            try:
-                if client.get("/ping").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert service.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(1)
+    with model_server(project, "models/smollm2-zero-shot", log=tmp_path / "serve.log") as (client, _):
         answered = client.post("/invocations", json={"inputs": {"text": texts["text"].tolist()}})
         assert answered.status_code == 200, answered.text
         assert set(answered.json()["predictions"]) <= {"negative", "neutral", "positive"}
@@ -89,6 +58,3 @@ def test_the_llm_example_runs_end_to_end_on_the_real_smollm2(tmp_path: Path) -> 
             "/invocations", json={"inputs": {"text": texts["text"].tolist()}, "params": {"output": "proba"}}
         )
         assert proba.status_code == 200, proba.text
-    finally:
-        service.terminate()
-        service.wait(timeout=60)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import clean_env, registry, run, tiny_project, tiny_sentences
+from tests.helpers import clean_env, model_server, registry, run, tiny_project, tiny_sentences
 from variantlab.proc.services import prefect_server, stop
 
 pytestmark = pytest.mark.server
@@ -146,10 +146,7 @@ def test_served_predictions_and_feedback_retrain_a_new_champion_that_the_service
 ) -> None:
     """serve -> predictions -> feedback -> the feedback-to-retrain deployment (export, validate, drift, append,
     retrain, gate) -> a new champion -> the running service answers with it, never restarted."""
-    import socket
     import time
-
-    import httpx
 
     _, env = deployed
     # a champion trained on 15 rows: it has not seen most of the words, so labelled feedback can beat it
@@ -161,29 +158,8 @@ def test_served_predictions_and_feedback_retrain_a_new_champion_that_the_service
     first = run(weak, "-m", "variantlab.cli", "run", env=env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     assert registry(weak)["aliases"]["champion"] == "1"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (tmp_path / "serve.log").open("wb")
-    service = subprocess.Popen(
-        [sys.executable, "-m", "variantlab.cli", "serve-model", "--port", str(port), "--poll-s", "0.5"],
-        cwd=weak,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if client.get("/ping").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert service.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+    serving = model_server(weak, "--poll-s", "0.5", log=tmp_path / "serve.log", env=env)
+    with serving as (client, service):
         users = tiny_sentences(200, seed=21)
         users["text"] = users["text"] + " truly"  # what users send: sentences the corpus does not hold
         answered = client.post("/invocations", json={"inputs": {"text": users["text"].tolist()}}).json()
@@ -218,7 +194,3 @@ def test_served_predictions_and_feedback_retrain_a_new_champion_that_the_service
         assert service.poll() is None  # the same process: switched, not restarted
         again = trigger(weak, env, "variantlab-feedback-to-retrain/feedback-to-retrain", {"root": str(weak)})
         assert again["state"] == "COMPLETED" and "append-data" not in again["tasks"]  # nothing new waits
-        client.close()
-    finally:
-        stop(service)
-        log.close()

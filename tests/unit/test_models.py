@@ -163,6 +163,12 @@ def test_embedding_cache_hits_only_for_the_same_model_and_data(tmp_path: Path) -
     assert key != cache_key("a" * 64, ["x", "y"], max_length=32, normalize=True)  # other encoding
 
 
+def _offline(tmp_path: Path, script: str, source: str, sha: str) -> subprocess.CompletedProcess[str]:
+    """``script`` with the entry's source and sha256 as arguments, on the hub cache under ``tmp_path``, offline."""
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", script, source, sha], env=env, capture_output=True, text=True)
+
+
 def test_hub_entry_resolves_from_a_pinned_snapshot_offline(tiny_bert: tuple[Path, str], tmp_path: Path) -> None:
     """hf:<id>@<revision> goes through huggingface_hub's real snapshot lookup (offline, on a cache we lay out)."""
     import shutil
@@ -177,23 +183,10 @@ def test_hub_entry_resolves_from_a_pinned_snapshot_offline(tiny_bert: tuple[Path
         "m = resolve(ModelEntry(source=sys.argv[1], sha256=sys.argv[2]), Path('.')); "
         "load_encoder(m); print(m.directory)"
     )
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    ok = subprocess.run(
-        [sys.executable, "-c", script, f"hf:tests/tiny-bert@{revision}", sha],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    ok = _offline(tmp_path, script, f"hf:tests/tiny-bert@{revision}", sha)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert ok.stdout.strip().endswith(revision)
-    missing = subprocess.run(
-        [sys.executable, "-c", script, f"hf:tests/tiny-bert@{'f' * 40}", sha],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    missing = _offline(tmp_path, script, f"hf:tests/tiny-bert@{'f' * 40}", sha)
     assert missing.returncode != 0 and "could not be fetched from the hub" in missing.stderr
 
 
@@ -213,13 +206,6 @@ def test_hub_decoder_resolves_and_loads_from_a_pinned_snapshot_offline(tmp_path:
         "d.load_sequence_classifier(m.directory, num_labels=2, regression=False, pad_token_id=t.pad_token_id); "
         "print(is_decoder(m.directory), m.directory)"
     )
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
-    ok = subprocess.run(
-        [sys.executable, "-c", script, f"hf:tests/tiny-llama@{revision}", sha],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    ok = _offline(tmp_path, script, f"hf:tests/tiny-llama@{revision}", sha)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert ok.stdout.strip().startswith("True") and ok.stdout.strip().endswith(revision)
