@@ -78,17 +78,6 @@ def run_stage(stage: str, run: Execution) -> dict[str, Any]:
     }
 
 
-def set_param(root: Path, key: str, value: Any) -> bool:
-    """``dvc exp run --set-param key=value`` for the workspace: edit params.yaml in place, comments kept."""
-    from dvc.utils.serialize import modify_yaml
-
-    with modify_yaml(root / "params.yaml") as data:
-        if data.get(key) == value:
-            return False
-        data[key] = value
-    return True
-
-
 def select_stages(stages: list[str], variants: list[str] | None, declared: set[str]) -> list[str]:
     if variants is None:
         return stages
@@ -115,8 +104,11 @@ def retrain(root: str = ".", variants: list[str] | None = None, profile: str | N
     """
     logger = get_run_logger()
     project_root = Path(root).resolve()
-    if profile is not None and set_param(project_root, "profile", profile):
-        logger.info("params.yaml: profile set to %s (as dvc exp run --set-param profile=%s would)", profile, profile)
+    if profile is not None and load_params(project_root / "params.yaml").profile != profile:
+        from variantlab.commands.profile import switch_profile
+
+        # as `variantlab profile <name>` does: the setting, and the variants the profile adds to variants:
+        logger.info("params.yaml: %s", switch_profile(project_root / "params.yaml", profile))
     params = load_params(project_root / "params.yaml")
     stages = select_stages(dvc.stage_names(project_root, params), variants, set(params.variants))
     tags = {

@@ -61,7 +61,11 @@ def test_gpu_profile_is_one_switch() -> None:
     raw = shipped()
     cpu = parse_params(raw)
     raw["profile"] = "gpu"
+    with pytest.raises(ConfigError, match="run `variantlab profile gpu` to switch profiles"):
+        parse_params(raw)  # its LLM variants must be under variants:, where dvc.yaml sees them
+    raw["variants"].update(raw["profiles"]["gpu"]["variants"])  # what `variantlab profile gpu` writes
     gpu = parse_params(raw)
+    assert {"smollm2-zero-shot", "smollm2-few-shot", "smollm2-lora"} <= set(gpu.variants) - set(cpu.variants)
     assert cpu.split.train_subsample == 4000 and gpu.split.train_subsample is None
     full = gpu.variants["minilm-full"]
     assert full.kind == "full" and full.device == "cuda" and full.train_rows is None and full.max_length == 128

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.retrain import select_stages, set_param
+from pipelines.retrain import select_stages
 from variantlab.config import parse_params
 from variantlab.core.dataset import prepare_splits
 from variantlab.core.drift import centroid_distance, length_shift, total_variation
@@ -17,14 +17,6 @@ from variantlab.core.preprocessing import content_hash
 from variantlab.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def test_profile_is_written_to_params_yaml_with_its_comments(tmp_path: Path) -> None:
-    (tmp_path / "params.yaml").write_text("# the one knob file\nprofile: cpu  # or gpu\nproject: {seed: 1}\n")
-    assert set_param(tmp_path, "profile", "gpu") is True
-    text = (tmp_path / "params.yaml").read_text()
-    assert "profile: gpu" in text and "# the one knob file" in text and "# or gpu" in text
-    assert set_param(tmp_path, "profile", "gpu") is False
 
 
 def test_a_variant_subset_selects_only_its_stages() -> None:
