@@ -143,8 +143,14 @@ def add_decoder_lora(
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())  # GPT-2 stores its linears transposed
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets
+        task_type=TaskType.SEQ_CLS,
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        fan_in_fan_out=conv1d,
     )
     return get_peft_model(model, config)
 
