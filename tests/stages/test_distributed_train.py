@@ -114,8 +114,12 @@ def test_two_processes_agree_on_a_trained_decoder(tmp_path: Path, fsdp: bool) ->
 
 
 @pytest.mark.slow  # 40-90 s of training: make test-slow (CI runs it)
-def test_train_stage_under_torchrun_with_two_processes(tiny_bert: tuple[Path, str], tmp_path: Path) -> None:
-    full = {"kind": "full", "model": "tiny", "max_length": 16, "batch_size": 8, "epochs": 2, "lr": 3e-3, "processes": 2}
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_train_stage_under_torchrun_with_two_processes(
+    tiny_bert: tuple[Path, str], tmp_path: Path, sharding: str
+) -> None:
+    full = {"kind": "full", "model": "tiny", "max_length": 16, "batch_size": 8, "epochs": 2, "lr": 3e-3}
+    full |= {"processes": 2, "sharding": sharding}
     project = tiny_project(tmp_path / "p", *tiny_bert, extra={"variants": {"tiny-full": full}})
     prepared = run(project, "-m", "dvc", "repro", "prepare")
     assert prepared.returncode == 0, prepared.stderr[-2000:]

@@ -316,7 +316,9 @@ class FinetuneKind(VariantKind):
         if settings.fsdp and world > 1:  # every process gives its shards; rank 0 puts them in an unsharded copy
             from variantlab.core.training import full_state_dict
 
-            weights = full_state_dict(classifier)
+            weights = full_state_dict(classifier)  # a collective: every rank takes part, rank 0 receives
+            if rank != 0:  # the other ranks' part is done; rank 0 alone saves (see stages.train)
+                return Fitted(dict, {"world_size": world})
             torch_seed(ctx.params.project.seed)
             tokenizer, classifier = self._decoder(model, task, "cpu") if decoder else self._encoder(model, task)
             classifier.load_state_dict(weights)
