@@ -50,14 +50,13 @@ def build(model_dir: Any, a: argparse.Namespace, *, head: bool) -> Any:
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-    from variantlab.core.classifier import EncoderClassifier
-    from variantlab.core.decoder import add_decoder_lora, lora_targets
+    from variantlab.core.classifier import EncoderClassifier, add_lora, lora_targets
+    from variantlab.core.decoder import is_causal_lm
 
     torch.manual_seed(0)
     source = a.config or model_dir
     config = AutoConfig.from_pretrained(source, num_labels=3)
-    decoder = any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in config.architectures or [])
-    if decoder:
+    if is_causal_lm(config.architectures):
         config.pad_token_id = a.pad_id
         if a.config:
             network = AutoModelForSequenceClassification.from_config(config)
@@ -65,9 +64,7 @@ def build(model_dir: Any, a: argparse.Namespace, *, head: bool) -> Any:
             network = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
         if a.lora:
             targets = lora_targets(network, None)
-            network = add_decoder_lora(
-                network, rank=8, alpha=16, dropout=0.0, targets=targets, gradient_checkpointing=False
-            )
+            network = add_lora(network, rank=8, alpha=16, dropout=0.0, target_modules=targets, task_type="SEQ_CLS")
         return network
     if head:
         encoder = AutoModel.from_config(config) if a.config else AutoModel.from_pretrained(source)

@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from pipelines.retrain import retrain
 from variantlab import paths
 from variantlab.config import Params, load_params
-from variantlab.errors import ValidationFailed
+from variantlab.errors import ConfigError, ValidationFailed
 
 
 def read_new_data(path: Path, params: Params) -> Any:
@@ -61,7 +61,9 @@ def validate_new_data(data_path: str, root: str) -> dict[str, Any]:
 def _drift_encoder(params: Params, root: Path) -> tuple[Any, Any]:
     from variantlab.io.zoo import load_encoder, resolve
 
-    name = params.feedback.embedding_model or next(iter(params.models))
+    name = params.drift_model
+    if name is None:
+        raise ConfigError("the drift checks embed texts with an encoder: declare one under models:", file="params.yaml")
     return load_encoder(resolve(params.models[name], root))
 
 

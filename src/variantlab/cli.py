@@ -84,10 +84,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     params = load_params(root / "params.yaml")
     if params.data.source == "vader":
         info(f"data: {fetch_vader_sdist(params.data.vader)} (sha256 ok)")
-    used = {getattr(cfg, "model", None) for cfg in params.variants.values()}
-    used.add(params.feedback.embedding_model or next(iter(params.models), None))
     for name, entry in params.models.items():
-        if name in used:
+        if name in params.models_in_use:
             info(f"model {name}: {resolve(entry, root).weights} (sha256 ok)")
         else:
             info(f"model {name}: no variant of profile {params.profile} uses it (checked when one does)")

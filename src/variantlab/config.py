@@ -329,6 +329,17 @@ class Params(Strict):
         return task_kind(self.task.kind).metrics
 
     @property
+    def drift_model(self) -> str | None:
+        """The encoder whose embeddings the drift checks compare: feedback.embedding_model, else the first model."""
+        return self.feedback.embedding_model or next(iter(self.models), None)
+
+    @property
+    def models_in_use(self) -> set[str]:
+        """The models the variants (of the active profile) and the drift checks load."""
+        used = {getattr(cfg, "model", None) for cfg in self.variants.values()} | {self.drift_model}
+        return {name for name in used if name is not None}
+
+    @property
     def metric(self) -> str:
         """The task's main metric: what the leaderboard sorts by and the gate compares."""
         return self.promotion.metric or self.metrics_allowed()[0]

@@ -58,7 +58,8 @@ def _ddp_decoder_worker(rank: int, port: int, model_dir: str, out: str, fsdp: bo
     import numpy as np
     import torch.distributed as dist
 
-    from variantlab.core.decoder import DecoderClassifier, add_decoder_lora, load_sequence_classifier, load_tokenizer
+    from variantlab.core.classifier import add_lora
+    from variantlab.core.decoder import DecoderClassifier, load_sequence_classifier, load_tokenizer
     from variantlab.core.training import Encoded
 
     torch.set_num_threads(1)
@@ -67,11 +68,11 @@ def _ddp_decoder_worker(rank: int, port: int, model_dir: str, out: str, fsdp: bo
         tokenizer = load_tokenizer(model_dir)
         torch.manual_seed(0)
         network = load_sequence_classifier(
-            model_dir, num_labels=3, regression=False, pad_token_id=tokenizer.pad_token_id
+            model_dir, num_labels=3, problem_type="single_label_classification", pad_token_id=tokenizer.pad_token_id
         )
         if not fsdp:
-            network = add_decoder_lora(
-                network, rank=2, alpha=4, dropout=0.0, targets=["q_proj", "v_proj"], gradient_checkpointing=False
+            network = add_lora(
+                network, rank=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS"
             )
         model = DecoderClassifier(network)
         words = ["great", "awful", "plain"]

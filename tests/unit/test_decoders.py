@@ -13,18 +13,12 @@ import torch
 
 from tests.helpers import DECODER_ARCHITECTURES, make_tiny_decoder
 from variantlab.config import ModelEntry
-from variantlab.core.decoder import (
-    DecoderClassifier,
-    add_decoder_lora,
-    load_causal_lm,
-    load_sequence_classifier,
-    load_tokenizer,
-    lora_targets,
-    prune_decoder,
-)
+from variantlab.core.classifier import add_lora, lora_targets, prune_layers
+from variantlab.core.decoder import DecoderClassifier, load_causal_lm, load_sequence_classifier, load_tokenizer
 from variantlab.core.prompting import PromptScorer, PromptSpec, check_template, pick_examples, probabilities
 from variantlab.errors import ConfigError, IntegrityError
 
+CLASSIFY = "single_label_classification"
 TEXTS = [
     "the movie was great",
     "the film was awful one two three four five six",
@@ -107,7 +101,10 @@ def test_a_head_pools_the_last_real_token_in_batches_of_mixed_lengths(
     tokenizer = load_tokenizer(directory)
     torch.manual_seed(0)
     network = load_sequence_classifier(
-        directory, num_labels=1 if regression else 3, regression=regression, pad_token_id=tokenizer.pad_token_id
+        directory,
+        num_labels=1 if regression else 3,
+        problem_type="regression" if regression else CLASSIFY,
+        pad_token_id=tokenizer.pad_token_id,
     )
     assert network.config.pad_token_id == tokenizer.pad_token_id is not None
     model = DecoderClassifier(network).eval()
@@ -123,13 +120,17 @@ def test_a_head_pools_the_last_real_token_in_batches_of_mixed_lengths(
 
 def test_lora_targets_follow_the_architecture_and_name_the_modules_there_are(decoder: tuple[Path, str]) -> None:
     directory, _ = decoder
-    network = load_sequence_classifier(directory, num_labels=2, regression=False, pad_token_id=2)
+    network = load_sequence_classifier(
+        directory, num_labels=2, problem_type="single_label_classification", pad_token_id=2
+    )
     expected = ["c_attn"] if network.config.model_type == "gpt2" else ["q_proj", "v_proj"]
     assert lora_targets(network, None) == expected
     assert lora_targets(network, "all-linear") == "all-linear"
     with pytest.raises(ConfigError, match=r"query.*not modules of this .*their|query.*its linear layers are"):
         lora_targets(network, ["query", "value"])
-    adapted = add_decoder_lora(network, rank=2, alpha=4, dropout=0.0, targets=expected, gradient_checkpointing=True)
+    adapted = add_lora(
+        network, rank=2, alpha=4, dropout=0.0, target_modules=expected, task_type="SEQ_CLS", gradient_checkpointing=True
+    )
     trainable = {name for name, p in adapted.named_parameters() if p.requires_grad}
     assert any("lora_" in name for name in trainable) and any("score" in name for name in trainable)
 
@@ -137,14 +138,17 @@ def test_lora_targets_follow_the_architecture_and_name_the_modules_there_are(dec
 def test_pruning_keeps_the_first_decoder_layers(decoder: tuple[Path, str]) -> None:
     directory, _ = decoder
     tokenizer = load_tokenizer(directory)
-    network = prune_decoder(
-        load_sequence_classifier(directory, num_labels=2, regression=False, pad_token_id=tokenizer.pad_token_id), 1
+    network = prune_layers(
+        load_sequence_classifier(
+            directory, num_labels=2, problem_type="single_label_classification", pad_token_id=tokenizer.pad_token_id
+        ),
+        1,
     )
     assert network.config.num_hidden_layers == 1
     out = DecoderClassifier(network)(torch.tensor([[5, 6, 7]]), torch.ones((1, 3), dtype=torch.long))
     assert out.shape == (1, 2)
     with pytest.raises(ConfigError, match="keep_layers must be between 1 and 1"):
-        prune_decoder(network, 3)
+        prune_layers(network, 3)
 
 
 def test_a_tokenizer_without_pad_or_eos_is_refused(tmp_path: Path) -> None:

@@ -203,7 +203,8 @@ def test_hub_decoder_resolves_and_loads_from_a_pinned_snapshot_offline(tmp_path:
         "from variantlab.io.zoo import resolve, is_decoder; from variantlab.core import decoder as d; "
         "m = resolve(ModelEntry(source=sys.argv[1], sha256=sys.argv[2]), Path('.')); "
         "t = d.load_tokenizer(m.directory); d.load_causal_lm(m.directory); "
-        "d.load_sequence_classifier(m.directory, num_labels=2, regression=False, pad_token_id=t.pad_token_id); "
+        "d.load_sequence_classifier(m.directory, num_labels=2, problem_type='single_label_classification', "
+        "pad_token_id=t.pad_token_id); "
         "print(is_decoder(m.directory), m.directory)"
     )
     ok = _offline(tmp_path, script, f"hf:tests/tiny-llama@{revision}", sha)

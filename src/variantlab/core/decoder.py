@@ -2,14 +2,15 @@
 
 A decoder reads left to right, so its summary of a text is the hidden state of the *last real token*. The
 sequence-classification models of transformers pool exactly that token, finding it through the pad id in the
-model's config (not only the tokenizer's): batches are right-padded with that id. LoRA targets differ per
-architecture (``q_proj``/``v_proj`` for Llama-style attention, ``c_attn`` for GPT-2), so they come from a table
-and are checked against the modules the model really has.
+model's config (not only the tokenizer's): batches are right-padded with that id. LoRA and pruning work on any
+architecture (``core/classifier.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +19,10 @@ from torch import nn
 
 from variantlab.errors import ConfigError
 
-# Attention projections LoRA adapts by default, per ``config.model_type``.
-LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(
-        ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2", "smollm3"),
-        ("q_proj", "v_proj"),
-    ),
-    "gpt2": ("c_attn",),
-    # encoders
-    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "electra"), ("query", "value")),
-    "distilbert": ("q_lin", "v_lin"),
-}
-ALL_LINEAR = "all-linear"
+
+def is_causal_lm(architectures: list[str] | None) -> bool:
+    """A config's ``architectures`` name a causal language model (an open LLM), not an encoder."""
+    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures or [])
 
 
 def load_tokenizer(directory: str | Path, *, source: str = "") -> Any:
@@ -67,22 +60,24 @@ def load_causal_lm(directory: str | Path, device: str = "cpu") -> Any:
 
 
 def load_sequence_classifier(
-    directory: str | Path, *, num_labels: int, regression: bool, pad_token_id: int, device: str = "cpu"
+    directory: str | Path, *, num_labels: int, problem_type: str, pad_token_id: int, **loading: Any
 ) -> Any:
-    """A decoder with a linear head on its last real token; the pad id goes into the model's config."""
+    """A decoder with a linear head on its last real token (``problem_type``: the task kind's); the pad id goes
+    into the model's config. ``loading``: more ``from_pretrained`` arguments (qlora's quantization); without
+    them the weights load as float32 on the CPU."""
     from transformers import AutoModelForSequenceClassification
 
     _quiet()
     model = AutoModelForSequenceClassification.from_pretrained(
         directory,
         num_labels=num_labels,
-        problem_type="regression" if regression else "single_label_classification",
+        problem_type=problem_type,
         use_safetensors=True,
         local_files_only=True,
-        dtype=torch.float32,
+        **(loading or {"dtype": torch.float32}),
     )
     model.config.pad_token_id = pad_token_id
-    return model.to(device)
+    return model
 
 
 class DecoderClassifier(nn.Module):
@@ -100,84 +95,28 @@ class DecoderClassifier(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
 
-def linear_module_names(model: nn.Module) -> list[str]:
-    """The short names of the model's linear layers (GPT-2's Conv1D included): what LoRA can target."""
-    names = set()
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
-            names.add(name.rsplit(".", 1)[-1])
-    return sorted(names)
+def has_grouped_query_attention(model: nn.Module) -> bool:
+    """Fewer key/value heads than query heads (Llama-style decoders; not BERT)."""
+    config = next((m.config for m in model.modules() if hasattr(m, "config")), None)
+    heads = getattr(config, "num_attention_heads", None)
+    return heads is not None and getattr(config, "num_key_value_heads", heads) < heads
 
 
-def lora_targets(model: nn.Module, requested: Sequence[str] | str | None) -> list[str] | str:
-    """The modules LoRA adapts: as asked, or the architecture's attention projections; a name the model does
-    not have is an error that lists the ones it does."""
-    model_type = getattr(getattr(model, "config", None), "model_type", "")
-    if requested == ALL_LINEAR:
-        return ALL_LINEAR
-    if requested is None:
-        if model_type not in LORA_TARGETS:
-            raise ConfigError(
-                f"no default LoRA targets for a '{model_type}' model: set lora.target_modules to some of "
-                f"{', '.join(linear_module_names(model))} (or {ALL_LINEAR})",
-                file="params.yaml",
-            )
-        requested = LORA_TARGETS[model_type]
-    available = set(linear_module_names(model))
-    missing = [name for name in requested if name not in available]
-    if missing:
-        raise ConfigError(
-            f"LoRA target(s) {', '.join(missing)} are not modules of this {model_type or 'model'}: "
-            f"its linear layers are {', '.join(sorted(available))} (or use {ALL_LINEAR})",
-            file="params.yaml",
-        )
-    return list(requested)
-
-
-def add_decoder_lora(
-    model: Any, *, rank: int, alpha: int, dropout: float, targets: list[str] | str, gradient_checkpointing: bool
-) -> Any:
-    """Freeze the decoder and add LoRA adapters; ``task_type=SEQ_CLS`` trains and saves the head with them."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())  # GPT-2 stores its linears transposed
-    config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=rank,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=targets,
-        fan_in_fan_out=conv1d,
-    )
-    return get_peft_model(model, config)
-
-
-def decoder_layers(model: Any) -> tuple[Any, str]:
-    """The decoder's list of blocks and the config key that counts them."""
-    base = getattr(model, model.base_model_prefix, model)
-    for attr, key in (("layers", "num_hidden_layers"), ("h", "n_layer")):
-        layers = getattr(base, attr, None)
-        if isinstance(layers, nn.ModuleList):
-            return (base, attr), key
-    raise ConfigError(
-        f"pruned: cannot find the decoder layers of a '{model.config.model_type}' model; use full or lora",
-        file="params.yaml",
-    )
-
-
-def prune_decoder(model: Any, keep: int) -> Any:
-    """Keep the first ``keep`` decoder blocks (and their entries in per-layer config lists)."""
-    (owner, attr), key = decoder_layers(model)
-    layers = getattr(owner, attr)
-    if not 1 <= keep <= len(layers):
-        raise ConfigError(
-            f"keep_layers must be between 1 and {len(layers)} for this model, got {keep}", file="params.yaml"
-        )
-    setattr(owner, attr, nn.ModuleList(list(layers)[:keep]))
-    setattr(model.config, key, keep)
-    if isinstance(getattr(model.config, "layer_types", None), list):
-        model.config.layer_types = model.config.layer_types[:keep]
-    return model
+@contextmanager
+def grouped_query_attention(model: nn.Module, device: str | torch.device) -> Iterator[None]:
+    """While it lasts, a model with grouped-query attention on CPU attends through SDPA's ``enable_gqa`` even
+    under a padding mask, instead of first copying the keys and values to every query head, which transformers
+    does unless CUDA's unmasked fast path applies. The same attention, less memory traffic: about 10% more
+    samples/s for SmolLM2 LoRA (reports/bench/train-llm-lora.json), and few-shot prompts, whose batches all
+    attend to a long shared prefix, 1.99x -> 1.26x the cost of zero-shot (reports/bench/llm-prompt.json)."""
+    key = "TRANSFORMERS_SDPA_FORCE_GQA"
+    before = os.environ.get(key)
+    if torch.device(device).type == "cpu" and has_grouped_query_attention(model):
+        os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before

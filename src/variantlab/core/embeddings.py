@@ -68,9 +68,12 @@ def length_chunks(sorted_lengths: Sequence[int], batch_size: int, spread: float 
     return chunks
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by each row's maximum."""
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+
+
 def softmax_head(embeddings: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Class probabilities of a linear head (the multinomial logistic regression the probe trains)."""
-    logits = embeddings @ weight.T + bias
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+    return softmax(embeddings @ weight.T + bias)

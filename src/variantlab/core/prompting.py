@@ -15,7 +15,6 @@ spec saved with the model, so the served model scores exactly as it was evaluate
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from variantlab.core.decoder import grouped_query_attention
+from variantlab.core.embeddings import softmax
 from variantlab.errors import ConfigError
 
 SENTINEL = "\u0000variantlab-text\u0000"
@@ -131,13 +132,6 @@ class PromptScorer:
     def __init__(self, model: Any, tokenizer: Any, spec: PromptSpec, *, batch_size: int = 16) -> None:
         self.model, self.tokenizer, self.spec, self.batch_size = model, tokenizer, spec, batch_size
         self.device = next(model.parameters()).device
-        heads = getattr(model.config, "num_attention_heads", 0)
-        if self.device.type == "cpu" and getattr(model.config, "num_key_value_heads", heads) < heads:
-            # Grouped-query attention (SmolLM2: 9 query heads, 3 key/value heads) inside SDPA even with a padding
-            # mask, instead of copying the keys and values to every query head first: a batch attends to the
-            # whole shared prefix, and on CPU those copies cost more than the attention (few-shot 1.7x -> 1.3x of
-            # zero-shot here). transformers does this unmasked only, for CUDA's fast kernels.
-            os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
         self.prefix, self.tail_ids, self.label_ids = tokenize_prompt(spec, tokenizer)
         self.single_token = len({ids[0] for ids in self.label_ids}) == len(self.label_ids)
         self._prefix_cache: Any = None
@@ -163,7 +157,7 @@ class PromptScorer:
         if not self.prefix:
             return None
         if self._prefix_cache is None:
-            with torch.inference_mode():
+            with torch.inference_mode(), grouped_query_attention(self.model, self.device):
                 ids = torch.tensor([self.prefix], device=self.device)
                 out = self.model(input_ids=ids, use_cache=True)
             cache = out.cache if self._cache_arg == "cache" else out.past_key_values
@@ -194,7 +188,8 @@ class PromptScorer:
         positions = (start + mask.cumsum(dim=1) - 1).clamp(min=0)
         if cache is not None:
             mask = torch.cat([torch.ones((len(rows), start), dtype=torch.long), mask], dim=1)
-        with torch.inference_mode():
+        # a batch attends to the whole shared prefix: grouped-query attention without copies matters most here
+        with torch.inference_mode(), grouped_query_attention(self.model, self.device):
             out = self.model(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
@@ -238,12 +233,6 @@ class PromptScorer:
 
     def proba(self, texts: Sequence[str], *, progress: str | None = None) -> np.ndarray:
         return probabilities(self.label_scores(texts, progress=progress), self.spec.calibration)
-
-
-def softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def probabilities(scores: np.ndarray, calibration: Sequence[float] | None) -> np.ndarray:

@@ -8,8 +8,7 @@ torch.compile, checkpoints every N optimizer steps that resume bit-for-bit on CP
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
@@ -209,34 +208,6 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
-def has_grouped_query_attention(model: nn.Module) -> bool:
-    """Fewer key/value heads than query heads (Llama-style decoders; not BERT)."""
-    config = next((m.config for m in model.modules() if hasattr(m, "config")), None)
-    heads = getattr(config, "num_attention_heads", None)
-    return heads is not None and getattr(config, "num_key_value_heads", heads) < heads
-
-
-@contextmanager
-def grouped_query_attention(device: torch.device, enabled: bool = True) -> Iterator[None]:
-    """On CPU, let SDPA attend with grouped-query attention (Llama-style decoders: fewer key/value heads than
-    query heads) even with a padding mask, instead of first copying the keys and values to every query head,
-    which transformers does unless CUDA's unmasked fast path applies. The same attention, less memory traffic:
-    about 10% more samples/s for SmolLM2 LoRA here (reports/bench/train-llm-lora.json)."""
-    import os
-
-    key = "TRANSFORMERS_SDPA_FORCE_GQA"
-    before = os.environ.get(key)
-    if device.type == "cpu" and enabled:
-        os.environ[key] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
-
-
 def train_classifier(
     model: nn.Module,
     train: Encoded,
@@ -250,35 +221,6 @@ def train_classifier(
     on_epoch: Callable[[LoopState, float], None] | None = None,
     progress: str | None = None,
 ) -> LoopState:
-    """Train in place; returns the final state (see :func:`_train`)."""
-    with grouped_query_attention(torch.device(s.device), has_grouped_query_attention(model)):
-        return _train(
-            model,
-            train,
-            val,
-            s,
-            pad_id=pad_id,
-            checkpoints=checkpoints,
-            resume=resume,
-            on_step=on_step,
-            on_epoch=on_epoch,
-            progress=progress,
-        )
-
-
-def _train(
-    model: nn.Module,
-    train: Encoded,
-    val: Encoded,
-    s: LoopSettings,
-    *,
-    pad_id: int,
-    checkpoints: Checkpointer | None,
-    resume: bool,
-    on_step: Callable[[LoopState, torch.Tensor], None] | None,
-    on_epoch: Callable[[LoopState, float], None] | None,
-    progress: str | None,
-) -> LoopState:
     """Train in place; returns the final state. ``on_step(state, loss)`` sees every optimizer step and
     ``on_epoch(state, value)`` every epoch's validation value; an exception it raises (a search pruning the
     trial) stops training and propagates.
@@ -288,119 +230,124 @@ def _train(
     """
     import time
 
-    torch.manual_seed(s.seed)
-    device = torch.device(s.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    model.to(device)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    sharded = s.fsdp and world > 1
-    if sharded:  # before the optimizer: it must hold the shards
-        shard(model)
-    optimizer = _optimizer(model, s, fused=device.type == "cuda")
-    lengths = [len(x) for x in train.ids]
-    # Mega-batches hold a whole number of batches, so an epoch has ceil(n / batch_size) of them; no need to
-    # build (shuffle and sort) an epoch's batches just to count them.
-    batches_per_rank = math.ceil(math.ceil(len(lengths) / s.batch_size) / world)
-    per_epoch = math.ceil(batches_per_rank / s.grad_accum)
-    total = min(s.max_steps or 10**12, s.epochs * per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, int(s.warmup_ratio * total)))
-    state, best = LoopState(), None
-    if resume and checkpoints is not None and checkpoints.exists():
-        weights, best, trainer = checkpoints.load()
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(trainer["optimizer"])
-        scheduler.load_state_dict(trainer["scheduler"])
-        torch.set_rng_state(trainer["rng"])
-        state = LoopState(**trainer["state"])
-    wrapped: nn.Module = model
-    if world > 1 and not sharded:
-        wrapped = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    step_model = torch.compile(wrapped) if s.compile else wrapped
-    regression = s.objective == "regression"
-    labels = torch.tensor(train.labels, dtype=torch.float32 if regression else torch.long)
+    from variantlab.core.decoder import grouped_query_attention
 
-    def checkpoint() -> None:
-        if checkpoints is not None and rank == 0:
-            trainer = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "state": asdict(state),
-            }
-            checkpoints.save(_state_dict(model), best, trainer)
+    with grouped_query_attention(model, s.device):  # Llama-style attention on CPU: see there
+        torch.manual_seed(s.seed)
+        device = torch.device(s.device)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        model.to(device)
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        sharded = s.fsdp and world > 1
+        if sharded:  # before the optimizer: it must hold the shards
+            shard(model)
+        optimizer = _optimizer(model, s, fused=device.type == "cuda")
+        lengths = [len(x) for x in train.ids]
+        # Mega-batches hold a whole number of batches, so an epoch has ceil(n / batch_size) of them; no need to
+        # build (shuffle and sort) an epoch's batches just to count them.
+        batches_per_rank = math.ceil(math.ceil(len(lengths) / s.batch_size) / world)
+        per_epoch = math.ceil(batches_per_rank / s.grad_accum)
+        total = min(s.max_steps or 10**12, s.epochs * per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, int(s.warmup_ratio * total)))
+        state, best = LoopState(), None
+        if resume and checkpoints is not None and checkpoints.exists():
+            weights, best, trainer = checkpoints.load()
+            model.load_state_dict(weights)
+            optimizer.load_state_dict(trainer["optimizer"])
+            scheduler.load_state_dict(trainer["scheduler"])
+            torch.set_rng_state(trainer["rng"])
+            state = LoopState(**trainer["state"])
+        wrapped: nn.Module = model
+        if world > 1 and not sharded:
+            wrapped = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        step_model = torch.compile(wrapped) if s.compile else wrapped
+        regression = s.objective == "regression"
+        labels = torch.tensor(train.labels, dtype=torch.float32 if regression else torch.long)
 
-    while state.epoch < s.epochs and state.step < total:
-        batches = length_grouped_batches(lengths, s.batch_size, s.seed + state.epoch)[rank::world]
-        loss_sum, seen = torch.zeros((), device=device), 0
-        started = time.perf_counter()
-        bar = tqdm(
-            total=len(batches),
-            initial=state.batch_in_epoch,
-            desc=f"{progress or 'train'} epoch {state.epoch + 1}",
-            disable=None if progress else True,
-            unit="batch",
-            leave=False,
-        )
-        for b in range(state.batch_in_epoch, len(batches)):
-            index = batches[b]
+        def checkpoint() -> None:
+            if checkpoints is not None and rank == 0:
+                trainer = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "state": asdict(state),
+                }
+                checkpoints.save(_state_dict(model), best, trainer)
+
+        while state.epoch < s.epochs and state.step < total:
+            batches = length_grouped_batches(lengths, s.batch_size, s.seed + state.epoch)[rank::world]
+            loss_sum, seen = torch.zeros((), device=device), 0
+            started = time.perf_counter()
+            bar = tqdm(
+                total=len(batches),
+                initial=state.batch_in_epoch,
+                desc=f"{progress or 'train'} epoch {state.epoch + 1}",
+                disable=None if progress else True,
+                unit="batch",
+                leave=False,
+            )
+            for b in range(state.batch_in_epoch, len(batches)):
+                index = batches[b]
+                with timing.compute():
+                    input_ids, mask = pad_batch(train.ids, index, pad_id)
+                    with torch.autocast(
+                        device_type=device.type, dtype=torch.bfloat16, enabled=s.bf16 and device.type == "cuda"
+                    ):
+                        logits = step_model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+                    target = labels[index].to(device)
+                    if regression:
+                        loss = nn.functional.mse_loss(logits.float().squeeze(-1), target) / s.grad_accum
+                    else:
+                        loss = nn.functional.cross_entropy(logits.float(), target) / s.grad_accum
+                    loss.backward()
+                    loss_sum += loss.detach()  # no .item() per step: it would sync the GPU every batch
+                seen += len(index)
+                bar.update(1)
+                if (b + 1) % s.grad_accum and b + 1 != len(batches):
+                    continue
+                with timing.compute():
+                    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.batch_in_epoch = b + 1
+                if on_step is not None:
+                    on_step(state, loss.detach() * s.grad_accum)
+                if s.checkpoint_every and state.step % s.checkpoint_every == 0:
+                    checkpoint()
+                if state.step >= total:
+                    break
+            bar.close()
+            state.samples += seen
+            state.seconds += time.perf_counter() - started
             with timing.compute():
-                input_ids, mask = pad_batch(train.ids, index, pad_id)
-                with torch.autocast(
-                    device_type=device.type, dtype=torch.bfloat16, enabled=s.bf16 and device.type == "cuda"
-                ):
-                    logits = step_model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
-                target = labels[index].to(device)
-                if regression:
-                    loss = nn.functional.mse_loss(logits.float().squeeze(-1), target) / s.grad_accum
-                else:
-                    loss = nn.functional.cross_entropy(logits.float(), target) / s.grad_accum
-                loss.backward()
-                loss_sum += loss.detach()  # no .item() per step: it would sync the GPU every batch
-            seen += len(index)
-            bar.update(1)
-            if (b + 1) % s.grad_accum and b + 1 != len(batches):
-                continue
-            with timing.compute():
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.batch_in_epoch = b + 1
-            if on_step is not None:
-                on_step(state, loss.detach() * s.grad_accum)
-            if s.checkpoint_every and state.step % s.checkpoint_every == 0:
-                checkpoint()
-            if state.step >= total:
+                val_logits = predict_logits(
+                    model, val, batch_size=max(64, s.batch_size), pad_id=pad_id, device=s.device
+                )
+            value = validation_score(val_logits, val.labels, s.objective, s.val_metric)
+            score = value if s.higher_is_better else -value  # higher is better, whatever the metric
+            state.history.append(
+                {
+                    "epoch": state.epoch + 1,
+                    "train_loss": float(loss_sum) * s.grad_accum / max(1, len(batches)),
+                    f"val_{s.val_metric}": value,
+                }
+            )
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            if score > state.best_score:
+                state.best_score, state.bad_epochs, best = score, 0, _state_dict(model)
+            else:
+                state.bad_epochs += 1
+            checkpoint()
+            if on_epoch is not None:
+                on_epoch(state, value)
+            if state.bad_epochs >= s.patience:
                 break
-        bar.close()
-        state.samples += seen
-        state.seconds += time.perf_counter() - started
-        with timing.compute():
-            val_logits = predict_logits(model, val, batch_size=max(64, s.batch_size), pad_id=pad_id, device=s.device)
-        value = validation_score(val_logits, val.labels, s.objective, s.val_metric)
-        score = value if s.higher_is_better else -value  # higher is better, whatever the metric
-        state.history.append(
-            {
-                "epoch": state.epoch + 1,
-                "train_loss": float(loss_sum) * s.grad_accum / max(1, len(batches)),
-                f"val_{s.val_metric}": value,
-            }
-        )
-        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-        if score > state.best_score:
-            state.best_score, state.bad_epochs, best = score, 0, _state_dict(model)
-        else:
-            state.bad_epochs += 1
-        checkpoint()
-        if on_epoch is not None:
-            on_epoch(state, value)
-        if state.bad_epochs >= s.patience:
-            break
-    if best is not None:
-        model.load_state_dict(best)
-    return state
+        if best is not None:
+            model.load_state_dict(best)
+        return state

@@ -24,30 +24,28 @@ class DecoderClassifierModel(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         import torch
 
+        from variantlab.config import ModelEntry
         from variantlab.core.decoder import DecoderClassifier, load_sequence_classifier, load_tokenizer
+        from variantlab.core.tasks import task_kind
+        from variantlab.io.zoo import resolve
 
         with open(context.artifacts["meta"], encoding="utf-8") as fh:
             self.meta = json.load(fh)
         self.tokenizer = load_tokenizer(context.artifacts["tokenizer"])
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        regression = self.meta.get("task") == "regression"
-        outputs = 1 if regression else len(self.meta["classes"])
-        pad = self.tokenizer.pad_token_id
-        if "decoder" in context.artifacts:
-            network = load_sequence_classifier(
-                context.artifacts["decoder"], num_labels=outputs, regression=regression, pad_token_id=pad
-            )
-        else:
+        adapter = context.artifacts.get("adapter")
+        # LoRA: the pinned base (hash-checked by the zoo) under this model's adapter; else the whole model
+        directory = resolve(ModelEntry(**self.meta["base"]), Path.cwd()).directory if adapter else None
+        network = load_sequence_classifier(
+            directory or context.artifacts["decoder"],
+            num_labels=len(self.meta.get("classes") or [None]),  # a regression's head has one output
+            problem_type=task_kind(self.meta["task"]).problem_type,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        if adapter:
             from peft import PeftModel
 
-            from variantlab.config import ModelEntry
-            from variantlab.io.zoo import resolve
-
-            base = resolve(ModelEntry(**self.meta["base"]), Path.cwd())
-            network = load_sequence_classifier(
-                base.directory, num_labels=outputs, regression=regression, pad_token_id=pad
-            )
-            network = PeftModel.from_pretrained(network, context.artifacts["adapter"])
+            network = PeftModel.from_pretrained(network, adapter)
         self.model = DecoderClassifier(network).to(self.device).eval()
 
     def _logits(self, texts: list[str]) -> np.ndarray:
@@ -60,17 +58,14 @@ class DecoderClassifierModel(PythonModel):
         )
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
-        from variantlab.core.prompting import softmax
+        from variantlab.core.embeddings import softmax
+        from variantlab.io.models import class_answers
 
         texts = [str(t) for t in model_input["text"]]
         logits = self._logits(texts)
         if self.meta.get("task") == "regression":
             return (logits[:, 0] * self.meta["target_std"] + self.meta["target_mean"]).astype(np.float64)
-        proba = softmax(logits.astype(np.float64))
-        classes = self.meta["classes"]
-        if (params or {}).get("output") == "proba":
-            return pd.DataFrame(proba, columns=classes)
-        return np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        return class_answers(softmax(logits.astype(np.float64)), self.meta["classes"], params)
 
 
 mlflow.models.set_model(DecoderClassifierModel())

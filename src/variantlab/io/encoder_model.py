@@ -75,10 +75,9 @@ class EncoderClassifierModel(PythonModel):
             raw = (self._embed(texts) @ self.weight.T + self.bias)[:, 0]
             return (raw * self.meta["target_std"] + self.meta["target_mean"]).astype(np.float64)
         proba = self.predict_proba(texts)
-        classes = self.meta["classes"]
-        if (params or {}).get("output") == "proba":
-            return pd.DataFrame(proba, columns=classes)
-        return np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        from variantlab.io.models import class_answers
+
+        return class_answers(proba, self.meta["classes"], params)
 
 
 mlflow.models.set_model(EncoderClassifierModel())

@@ -13,25 +13,36 @@ import pandas as pd
 
 from variantlab.core.task import Task
 from variantlab.io.files import atomic_dir
-from variantlab.io.zoo import ResolvedModel
+from variantlab.io.zoo import WEIGHTS, ResolvedModel
 
 ENCODER_CODE = Path(__file__).with_name("encoder_model.py")
 SKLEARN_CODE = Path(__file__).with_name("sklearn_model.py")
 PROMPT_CODE = Path(__file__).with_name("prompt_model.py")
 DECODER_CODE = Path(__file__).with_name("decoder_model.py")
 TORCH_PINS = ("mlflow", "torch", "transformers", "peft", "safetensors", "numpy", "pandas", "tqdm")
+# What a frozen base model needs besides its (pinned) weights: its config and every tokenizer's files, whatever
+# the tokenizer (WordPiece's vocab.txt, BPE's vocab.json + merges.txt, SentencePiece's *.model, tokenizer.json).
 ENCODER_FILES = (
     "config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
+    "tokenizer*",
+    "vocab.*",
+    "merges.txt",
     "special_tokens_map.json",
+    "added_tokens.json",
+    "*.model",
 )
 
 
 def _pins(*packages: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
+
+
+def class_answers(proba: np.ndarray, classes: list[str], params: dict[str, Any] | None) -> Any:
+    """What a classifying pyfunc returns: each text's label, or with ``params={"output": "proba"}`` one
+    probability per label (a DataFrame with the labels as columns)."""
+    if (params or {}).get("output") == "proba":
+        return pd.DataFrame(proba, columns=classes)
+    return np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
 
 
 def signature_for(example: pd.DataFrame, task: Task) -> Any:
@@ -111,7 +122,9 @@ def stage_encoder_artifacts(
     else:
         assert base is not None
         (workdir / "encoder").mkdir()
-        for name in ENCODER_FILES:
+        weights = [*sorted(base.entry.shards), "model.safetensors.index.json"] if base.entry.shards else [WEIGHTS]
+        names = {path.name for pattern in ENCODER_FILES for path in base.directory.glob(pattern)} | set(weights)
+        for name in sorted(names):
             if (base.directory / name).is_file():
                 shutil.copy2(base.directory / name, workdir / "encoder" / name)
         artifacts["encoder"] = str(workdir / "encoder")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
@@ -39,10 +38,9 @@ class PromptClassifierModel(PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
         texts = [str(t) for t in model_input["text"]]
         proba = self.scorer.proba(texts, progress="predict" if len(texts) > 256 else None)
-        classes = self.meta["classes"]
-        if (params or {}).get("output") == "proba":
-            return pd.DataFrame(proba, columns=classes)
-        return np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        from variantlab.io.models import class_answers
+
+        return class_answers(proba, self.meta["classes"], params)
 
 
 mlflow.models.set_model(PromptClassifierModel())

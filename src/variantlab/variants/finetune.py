@@ -120,17 +120,10 @@ def distributed_rank() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
-
-
-def _quantized_base(directory: Path, device: str, *, num_labels: int, regression: bool, pad_token_id: int) -> Any:
+def _quantization(device: str) -> dict[str, Any]:
     """QLoRA's base: 4-bit NF4 weights (bitsandbytes, CUDA), bf16 compute; the new head stays unquantized."""
     import torch
-    from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     try:
         import bitsandbytes  # noqa: F401
@@ -142,17 +135,7 @@ def _quantized_base(directory: Path, device: str, *, num_labels: int, regression
         bnb_4bit_compute_dtype=torch.bfloat16,
         llm_int8_skip_modules=["score", "classifier"],
     )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        directory,
-        num_labels=num_labels,
-        problem_type="regression" if regression else "single_label_classification",
-        quantization_config=quantization,
-        device_map={"": device},
-        use_safetensors=True,
-        local_files_only=True,
-    )
-    model.config.pad_token_id = pad_token_id
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return {"quantization_config": quantization, "device_map": {"": device}}
 
 
 @dataclass
@@ -170,12 +153,11 @@ class FinetuneKind(VariantKind):
         import torch
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-        from variantlab.core.decoder import lora_targets
+        from variantlab.core.classifier import lora_targets
         from variantlab.core.training import resolve_device
-        from variantlab.io.zoo import is_decoder, resolve
+        from variantlab.io.zoo import is_decoder
 
-        cfg = self.cfg
-        model = resolve(self.ctx.params.models[cfg.model], self.ctx.root)
+        cfg, model = self.cfg, self.base
         if cfg.kind == "qlora" and not resolve_device(cfg.device).startswith("cuda"):
             raise ConfigError(
                 "qlora needs a CUDA device (bitsandbytes 4-bit weights): use lora on CPU", file="params.yaml"
@@ -188,8 +170,9 @@ class FinetuneKind(VariantKind):
             lora_targets(skeleton, cfg.lora.target_modules)
 
     def _encoder(self, model: Any, task: Task) -> tuple[Any, Any]:
-        from variantlab.core.classifier import EncoderClassifier, add_lora, prune_layers
-        from variantlab.core.decoder import lora_targets
+        import torch
+
+        from variantlab.core.classifier import EncoderClassifier, add_lora, lora_targets, prune_layers
         from variantlab.io.zoo import load_encoder
 
         cfg = self.cfg
@@ -203,39 +186,36 @@ class FinetuneKind(VariantKind):
             encoder = add_lora(
                 encoder, rank=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, target_modules=targets
             )
-        torch_seed(self.ctx.params.project.seed)
+        torch.manual_seed(self.ctx.params.project.seed)
         return tokenizer, EncoderClassifier(encoder, task.num_outputs, dropout=cfg.dropout)
 
     def _decoder(self, model: Any, task: Task, device: str) -> tuple[Any, Any]:
-        from variantlab.core.decoder import (
-            DecoderClassifier,
-            add_decoder_lora,
-            load_sequence_classifier,
-            load_tokenizer,
-            lora_targets,
-            prune_decoder,
-        )
+        from variantlab.core.classifier import add_lora, lora_targets, prune_layers
+        from variantlab.core.decoder import DecoderClassifier, load_sequence_classifier, load_tokenizer
 
         cfg = self.cfg
         tokenizer = load_tokenizer(model.directory, source=model.entry.source)
-        outputs, regression, pad = task.num_outputs, task.kind == "regression", tokenizer.pad_token_id
+        network = load_sequence_classifier(
+            model.directory,
+            num_labels=task.num_outputs,
+            problem_type=task.problem_type,
+            pad_token_id=tokenizer.pad_token_id,
+            **(_quantization(device) if cfg.kind == "qlora" else {}),
+        )
         if cfg.kind == "qlora":
-            network = _quantized_base(
-                model.directory, device, num_labels=outputs, regression=regression, pad_token_id=pad
-            )
-        else:
-            network = load_sequence_classifier(
-                model.directory, num_labels=outputs, regression=regression, pad_token_id=pad
-            )
+            from peft import prepare_model_for_kbit_training
+
+            network = prepare_model_for_kbit_training(network, use_gradient_checkpointing=False)
         if cfg.kind == "pruned":
-            network = prune_decoder(network, cfg.keep_layers or 1)
+            network = prune_layers(network, cfg.keep_layers or 1)
         if cfg.kind in ("lora", "qlora"):
-            network = add_decoder_lora(
+            network = add_lora(
                 network,
                 rank=cfg.lora.rank,
                 alpha=cfg.lora.alpha,
                 dropout=cfg.lora.dropout,
-                targets=lora_targets(network, cfg.lora.target_modules),
+                target_modules=lora_targets(network, cfg.lora.target_modules),
+                task_type="SEQ_CLS",
                 gradient_checkpointing=cfg.gradient_checkpointing,
             )
         elif cfg.gradient_checkpointing:
@@ -255,10 +235,9 @@ class FinetuneKind(VariantKind):
             stage_decoder_artifacts,
             stage_encoder_artifacts,
         )
-        from variantlab.io.zoo import is_decoder, resolve
+        from variantlab.io.zoo import is_decoder
 
-        cfg, ctx = self.cfg, self.ctx
-        model = resolve(ctx.params.models[cfg.model], ctx.root)
+        cfg, ctx, model = self.cfg, self.ctx, self.base
         decoder = is_decoder(model.directory)
         rank, world = distributed_rank()
         device = resolve_device(cfg.device)
@@ -267,7 +246,7 @@ class FinetuneKind(VariantKind):
         # Seeded before anything draws from torch's generator: the adapters' initial weights (LoRA's A) and a
         # decoder's new head are random, and a search's second trial in one process must not start from the
         # first one's leftovers.
-        torch_seed(ctx.params.project.seed)
+        torch.manual_seed(ctx.params.project.seed)
         tokenizer, classifier = self._decoder(model, task, device) if decoder else self._encoder(model, task)
         # The head trains on the target the kind standardises (a regression's); the served model undoes it.
         mean, std = task.standardiser(train)
@@ -319,7 +298,7 @@ class FinetuneKind(VariantKind):
             weights = full_state_dict(classifier)  # a collective: every rank takes part, rank 0 receives
             if rank != 0:  # the other ranks' part is done; rank 0 alone saves (see stages.train)
                 return Fitted(dict, {"world_size": world})
-            torch_seed(ctx.params.project.seed)
+            torch.manual_seed(ctx.params.project.seed)
             tokenizer, classifier = self._decoder(model, task, "cpu") if decoder else self._encoder(model, task)
             classifier.load_state_dict(weights)
         if rank == 0:

@@ -40,10 +40,10 @@ class ProbeKind(VariantKind):
         from variantlab.core.metrics import metric_value
         from variantlab.io.embedding_cache import cache_key, cached_embeddings
         from variantlab.io.models import encoder_model_kwargs, stage_encoder_artifacts
-        from variantlab.io.zoo import load_encoder, resolve
+        from variantlab.io.zoo import load_encoder
 
         cfg, ctx = self.cfg, self.ctx
-        model = resolve(ctx.params.models[cfg.model], ctx.root)
+        model = self.base
         tokenizer, encoder = load_encoder(model)
 
         def embed(frame: Any, split: str) -> tuple[Any, bool]:

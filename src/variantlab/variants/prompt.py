@@ -48,7 +48,7 @@ class PromptVariant(VariantBase):
 
 
 def check_prompt_task(cfg: PromptVariant, task: Task) -> None:
-    if task.kind != "classification":
+    if not task.labels:
         raise ConfigError(
             f"a prompt variant scores labels, and this task is {task.kind}: use a full or lora variant on the LLM "
             "(a regression head) instead",
@@ -70,11 +70,10 @@ class PromptKind(VariantKind):
     def _spec(self, task: Task, examples: list[tuple[str, str]]) -> tuple[Any, Any, Any]:
         from variantlab.core.decoder import load_tokenizer
         from variantlab.core.prompting import PromptSpec, has_chat_template, tokenize_prompt
-        from variantlab.io.zoo import resolve
 
-        cfg, ctx = self.cfg, self.ctx
+        cfg = self.cfg
         check_prompt_task(cfg, task)
-        base = resolve(ctx.params.models[cfg.model], ctx.root)
+        base = self.base
         tokenizer = load_tokenizer(base.directory, source=base.entry.source)
         labels = [str(label) for label in task.labels]
         spec = PromptSpec(

@@ -53,6 +53,7 @@ class Task(ABC):
     default_floor: ClassVar[float | None] = None  # the first champion's metric must reach it
     slice_metric: ClassVar[str]  # the per-domain score the gate guards
     answer_type: ClassVar[str]  # the MLflow signature's output type
+    problem_type: ClassVar[str]  # what a transformers sequence-classification head trains for (its loss)
     headline: ClassVar[tuple[str, ...]]  # the overall test metrics the leaderboard shows, in order
 
     # -- identity ---------------------------------------------------------------------------------------------

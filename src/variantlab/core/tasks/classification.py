@@ -19,6 +19,7 @@ class Classification(Task):
     default_floor: ClassVar[float | None] = 0.5
     slice_metric: ClassVar[str] = "macro_f1"
     answer_type: ClassVar[str] = "string"
+    problem_type: ClassVar[str] = "single_label_classification"
     headline: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "roc_auc", "pr_auc", "ece")
 
     @classmethod

@@ -21,6 +21,7 @@ class Regression(Task):
     default_floor: ClassVar[float | None] = None  # an error's scale is the user's: no absolute floor by default
     slice_metric: ClassVar[str] = "mae"
     answer_type: ClassVar[str] = "double"
+    problem_type: ClassVar[str] = "regression"
     headline: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2", "spearman")
 
     @classmethod
