@@ -129,7 +129,22 @@ class RegressionTask(Strict):
         return self
 
 
-TaskConfig = Annotated[ClassificationTask | RegressionTask, Field(discriminator="kind")]
+Normalisation = Literal["unicode", "strip", "whitespace", "lower", "punctuation"]
+
+
+class GenerationTask(Strict):
+    """Texts to written answers (extract, normalise, translate, summarise): the target column holds the text
+    each input should become."""
+
+    kind: Literal["generation"]
+    target_column: str = Field("target", min_length=1)
+    max_target_chars: int = Field(500, ge=1)  # a longer target is a validation error
+    # what exact match ignores (chrF and ROUGE-L score the raw text)
+    normalise: tuple[Normalisation, ...] = ("unicode", "strip", "whitespace")
+    strata: int = Field(5, ge=1, le=20)  # target-length bins that subsamples stratify by (with one domain)
+
+
+TaskConfig = Annotated[ClassificationTask | RegressionTask | GenerationTask, Field(discriminator="kind")]
 
 
 Severity = Literal["error", "warning"]
@@ -310,6 +325,7 @@ class Params(Strict):
             )
             if misfit:
                 raise ValueError(f"{', '.join(misfit)} is for classification; this task is a regression")
+        self._kinds_fit_the_task()
         parallel = sorted(
             f"variants.{name}" for name, v in self.variants.items() if v.search and getattr(v, "processes", 1) > 1
         )
@@ -322,6 +338,24 @@ class Params(Strict):
                 f"(allowed: {', '.join(allowed)})"
             )
         return self
+
+    def _kinds_fit_the_task(self) -> None:
+        """A kind that scores labels or numbers cannot write an answer, and the other way round."""
+        from variantlab.core.tasks import task_kind
+
+        writes = task_kind(self.task.kind).generative
+        kinds = _variant_kinds()
+        misfit = sorted(
+            f"variants.{name} ({v.kind})"
+            for name, v in self.variants.items()
+            if kinds[v.kind].generates not in (None, writes)
+        )
+        if misfit:
+            fit = sorted(name for name, kind in kinds.items() if kind.generates in (None, writes))
+            does = "scores labels or numbers" if writes else "writes text"
+            raise ValueError(
+                f"{', '.join(misfit)} {does}, and this task is {self.task.kind}: use one of {', '.join(fit)}"
+            )
 
     def metrics_allowed(self) -> tuple[str, ...]:
         from variantlab.core.tasks import task_kind

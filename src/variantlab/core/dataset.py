@@ -17,6 +17,7 @@ from variantlab.core.preprocessing import (
     stratified_subsample,
 )
 from variantlab.core.task import Task, resolve_task
+from variantlab.core.tasks import task_kind
 from variantlab.errors import DataError
 from variantlab.paths import FEEDBACK_ID_PREFIX, RAW
 
@@ -45,8 +46,7 @@ def _check_every_class_in_every_split(full: dict[str, pd.DataFrame], task: Task)
 def prepare_splits(raw: pd.DataFrame, params: Params) -> PreparedData:
     dedup = deduplicate(raw)
     frame = dedup.frame
-    target = "label" if params.task.kind == "classification" else "value"
-    frame = frame[frame[target].notna()]
+    frame = frame[frame[task_kind(params.task.kind).target].notna()]
     task = resolve_task(params, frame["label"], file=str(RAW))
     frame = frame.assign(stratum=task.strata_of(frame))
     split = assign_splits(frame, params.split.test_fraction, params.split.val_fraction, params.split.salt)

@@ -28,7 +28,7 @@ class ExpectationSpec:
 DEFAULT_SEVERITY = {"duplicate_fraction": "warning"}
 
 
-def _indicator(label: str) -> str:
+def indicator(label: str) -> str:
     return f"is_class:{label}"
 
 
@@ -52,7 +52,7 @@ def _value_name(task: Task) -> str:
 
 def view_columns(task: Task) -> list[str]:
     raw = [_value_name(task) if c == "value" else c for c in RAW_COLUMNS]
-    return [*raw, "target", *(_indicator(n) for n in task.labels)]
+    return [*raw, "target", *(indicator(n) for n in task.labels)]
 
 
 def _target_specs(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:
@@ -68,41 +68,7 @@ def _target_specs(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:
                 description=f"{column} within [{low:g}, {high:g}]",
             )
         )
-    floor = task.class_floor(cfg.min_class_fraction)
-    if floor is None:  # no classes: the target is a number
-        return [
-            ExpectationSpec(
-                "target_type",
-                "ExpectColumnValuesToBeInTypeList",
-                {"column": "target", "type_list": ["float", "float64", "float32"]},
-                description="target is a number",
-            ),
-            *specs,
-        ]
-    if floor * len(task.labels) > 1:
-        raise ConfigError(
-            f"validation.min_class_fraction {floor:g} x {len(task.labels)} labels is more than the whole data: "
-            "lower it, or set it to null (a quarter of an even share)",
-            file="params.yaml",
-        )
-    return [
-        *specs,
-        ExpectationSpec(
-            "label_set",
-            "ExpectColumnValuesToBeInSet",
-            {"column": "target", "value_set": list(task.labels)},
-            description=f"label in {{{', '.join(task.labels)}}}",
-        ),
-        *(
-            ExpectationSpec(
-                f"class_floor_{name}",
-                "ExpectColumnMeanToBeBetween",
-                {"column": _indicator(name), "min_value": floor},
-                description=f"at least {floor:.0%} {name}",
-            )
-            for name in task.labels
-        ),
-    ]
+    return [*specs, *task.target_expectations(cfg)]
 
 
 def build_suite(cfg: ValidationConfig, task: Task) -> list[ExpectationSpec]:

@@ -69,29 +69,54 @@ def _user_turn(spec: PromptSpec, text: str) -> str:
     return spec.template.format(text=text, labels=", ".join(spec.words))
 
 
-def _clip(tokenizer: Any, text: str, tokens: int) -> str:
+def clip(tokenizer: Any, text: str, tokens: int) -> str:
     """A few-shot example cut to ``max_text_tokens``, as every scored text is."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return text if len(ids) <= tokens else str(tokenizer.decode(ids[:tokens]))
 
 
+def render_turns(tokenizer: Any, *, system: str | None, chat: bool, turns: list[tuple[str, str]], user: str) -> str:
+    """A conversation up to where the answer starts: the system prompt, each (user, assistant) example turn,
+    then the user's turn, through the model's chat template (``chat``) or as plain paragraphs."""
+    if chat:
+        messages = [{"role": "system", "content": system}] if system else []
+        for asked, answered in turns:
+            messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": answered}]
+        messages.append({"role": "user", "content": user})
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    parts = [system] if system else []
+    parts += [f"{asked} {answered}" for asked, answered in turns]
+    parts.append(user)
+    return "\n\n".join(parts)
+
+
 def render(spec: PromptSpec, tokenizer: Any, text: str) -> str:
     """The prompt for one text, up to where the answer starts (the assistant's turn)."""
     word = dict(zip(spec.labels, spec.words, strict=True))
-    examples = [(_clip(tokenizer, example, spec.max_text_tokens), label) for example, label in spec.examples]
-    if spec.chat:
-        messages = [{"role": "system", "content": spec.system}] if spec.system else []
-        for example, label in examples:
-            messages += [
-                {"role": "user", "content": _user_turn(spec, example)},
-                {"role": "assistant", "content": word[label]},
-            ]
-        messages.append({"role": "user", "content": _user_turn(spec, text)})
-        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-    parts = [spec.system] if spec.system else []
-    parts += [f"{_user_turn(spec, example)} {word[label]}" for example, label in examples]
-    parts.append(_user_turn(spec, text))
-    return "\n\n".join(parts)
+    turns = [
+        (_user_turn(spec, clip(tokenizer, example, spec.max_text_tokens)), word[label])
+        for example, label in spec.examples
+    ]
+    return render_turns(tokenizer, system=spec.system, chat=spec.chat, turns=turns, user=_user_turn(spec, text))
+
+
+def check_chat(tokenizer: Any, chat: bool) -> None:
+    if chat and not has_chat_template(tokenizer):
+        raise ConfigError(
+            "the params ask for the model's chat template (chat_template: true) but its tokenizer has none: "
+            "set chat_template: false (or auto)",
+            file="params.yaml",
+        )
+
+
+def split_prompt(rendered: str, tokenizer: Any, chat: bool) -> tuple[list[int], list[int]]:
+    """(the tokens before the text, the tokens after it) of a prompt rendered around ``SENTINEL``: every text
+    shares them; a plain prompt starts with the tokenizer's BOS token, when it has one."""
+    head, _, tail = rendered.partition(SENTINEL)
+    prefix = _ids(tokenizer, head)
+    if not chat and tokenizer.bos_token_id is not None:
+        prefix = [tokenizer.bos_token_id, *prefix]
+    return prefix, _ids(tokenizer, tail)
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -105,16 +130,9 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
 def tokenize_prompt(spec: PromptSpec, tokenizer: Any) -> tuple[list[int], list[int], list[list[int]]]:
     """(the shared prefix, the tail after each text, each label's tokens); a spec the tokenizer cannot serve
     (no chat template where one is asked for, a label with no tokens) is a clear error."""
-    if spec.chat and not has_chat_template(tokenizer):
-        raise ConfigError(
-            "the params ask for the model's chat template (chat_template: true) but its tokenizer has none: "
-            "set chat_template: false (or auto)",
-            file="params.yaml",
-        )
-    head, _, tail = render(spec, tokenizer, SENTINEL).partition(SENTINEL)
-    prefix = _ids(tokenizer, head)
-    if not spec.chat and tokenizer.bos_token_id is not None:
-        prefix = [tokenizer.bos_token_id, *prefix]
+    check_chat(tokenizer, spec.chat)
+    prefix, tail_ids = split_prompt(render(spec, tokenizer, SENTINEL), tokenizer, spec.chat)
+    tail = str(tokenizer.decode(tail_ids)) if tail_ids else ""
     space = "" if spec.chat or tail.endswith((" ", "\n")) else " "
     label_ids = []
     for label, word in zip(spec.labels, spec.words, strict=True):
@@ -122,7 +140,7 @@ def tokenize_prompt(spec: PromptSpec, tokenizer: Any) -> tuple[list[int], list[i
         if not ids:
             raise ConfigError(f"label '{label}' (scored as '{word}') tokenizes to nothing", file="params.yaml")
         label_ids.append(ids)
-    return prefix, _ids(tokenizer, tail), label_ids
+    return prefix, tail_ids, label_ids
 
 
 class PromptScorer:

@@ -3,6 +3,8 @@
 Classification: a paired bootstrap of the metric's difference (vectorised: one confusion matrix per resample)
 and McNemar's exact test on which examples each model gets right. Regression: a paired bootstrap of the metric
 (MAE, RMSE, R^2 or Spearman's rho) and the Wilcoxon signed-rank test on the two models' absolute errors.
+Generation: a paired bootstrap of the mean per-example score (exact match, chrF or ROUGE-L) and the Wilcoxon
+signed-rank test on the per-example scores.
 ``delta`` is always the challenger's improvement: positive means better, whichever way the metric points.
 """
 
@@ -143,3 +145,23 @@ def paired_regression(
     wins, losses = int(np.sum(ours < theirs)), int(np.sum(ours > theirs))
     p = float(wilcoxon(ours, theirs).pvalue) if wins + losses else 1.0
     return _summary(delta, deltas, confidence, wins, losses, p, "wilcoxon")
+
+
+def paired_scores(
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two models' per-example scores (higher is better) of the same examples: a paired bootstrap of
+    the mean, and the Wilcoxon signed-rank test (examples where both score the same drop out)."""
+    champion, challenger = np.asarray(champion, dtype=np.float64), np.asarray(challenger, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    resamples = rng.integers(0, len(champion), size=(n_bootstrap, len(champion)))
+    difference = challenger - champion
+    deltas = difference[resamples].mean(axis=1)
+    wins, losses = int(np.sum(difference > 0)), int(np.sum(difference < 0))
+    p = float(wilcoxon(challenger, champion).pvalue) if wins + losses else 1.0
+    return _summary(float(difference.mean()), deltas, confidence, wins, losses, p, "wilcoxon")

@@ -13,12 +13,13 @@ import json
 
 import pandas as pd
 
-from variantlab.config import ClassificationTask, LabelRule, Params, RegressionTask
+from variantlab.config import ClassificationTask, GenerationTask, LabelRule, Params, RegressionTask
 from variantlab.core.corpus import UserColumns
-from variantlab.core.tasks import Classification, Regression, Task, higher_is_better, task_kind
+from variantlab.core.tasks import Classification, Generation, Regression, Task, higher_is_better, task_kind
 
 __all__ = [
     "Classification",
+    "Generation",
     "Regression",
     "Task",
     "apply_label_rule",
@@ -48,6 +49,8 @@ def user_columns(params: Params) -> UserColumns:
     spec = params.task
     if isinstance(spec, RegressionTask):
         return UserColumns(None, spec.target_column, None)
+    if isinstance(spec, GenerationTask):  # the answer text goes where a label would
+        return UserColumns(spec.target_column, None, None)
     rule = spec.label_rule.column if spec.label_rule else None
     return UserColumns(spec.label_column, rule, None if spec.labels == "auto" else tuple(spec.labels))
 

@@ -215,18 +215,51 @@ def train_classifier(
     s: LoopSettings,
     *,
     pad_id: int,
+    **loop: Any,
+) -> LoopState:
+    """Train a classifier or regressor (``model(input_ids, mask) -> (rows, outputs)``) in place with
+    ``train_loop``: cross-entropy on the labels, or mean squared error on the standardised targets; validated
+    on the argmax (macro-F1 by default) or on the one output (MAE)."""
+    regression = s.objective == "regression"
+    labels = torch.tensor(train.labels, dtype=torch.float32 if regression else torch.long)
+
+    def batch_loss(step_model: nn.Module, index: list[int], device: torch.device) -> torch.Tensor:
+        input_ids, mask = pad_batch(train.ids, index, pad_id)
+        logits = step_model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+        target = labels[index].to(device)
+        if regression:
+            return nn.functional.mse_loss(logits.float().squeeze(-1), target)
+        return nn.functional.cross_entropy(logits.float(), target)
+
+    def validate(trained: nn.Module) -> float:
+        logits = predict_logits(trained, val, batch_size=max(64, s.batch_size), pad_id=pad_id, device=s.device)
+        return validation_score(logits, val.labels, s.objective, s.val_metric)
+
+    return train_loop(model, [len(x) for x in train.ids], s, batch_loss=batch_loss, validate=validate, **loop)
+
+
+def train_loop(
+    model: nn.Module,
+    lengths: list[int],
+    s: LoopSettings,
+    *,
+    batch_loss: Callable[[nn.Module, list[int], torch.device], torch.Tensor],
+    validate: Callable[[nn.Module], float],
     checkpoints: Checkpointer | None = None,
     resume: bool = False,
     on_step: Callable[[LoopState, torch.Tensor], None] | None = None,
     on_epoch: Callable[[LoopState, float], None] | None = None,
     progress: str | None = None,
 ) -> LoopState:
-    """Train in place; returns the final state. ``on_step(state, loss)`` sees every optimizer step and
-    ``on_epoch(state, value)`` every epoch's validation value; an exception it raises (a search pruning the
-    trial) stops training and propagates.
+    """Train in place; returns the final state. ``lengths``: each training example's tokens (batches group
+    similar lengths); ``batch_loss(model, rows, device)`` the mean loss of those rows (the loop scales it for
+    gradient accumulation and runs it under autocast); ``validate(model)`` the validation metric after each
+    epoch, which early stopping and the kept weights follow.
 
-    ``loss`` is a 0-d tensor on the training device: turning it into a number syncs a GPU, so a callback
-    should do that only on the steps it logs.
+    ``on_step(state, loss)`` sees every optimizer step and ``on_epoch(state, value)`` every epoch's validation
+    value; an exception it raises (a search pruning the trial) stops training and propagates. ``loss`` is a
+    0-d tensor on the training device: turning it into a number syncs a GPU, so a callback should do that only
+    on the steps it logs.
     """
     import time
 
@@ -244,7 +277,6 @@ def train_classifier(
         if sharded:  # before the optimizer: it must hold the shards
             shard(model)
         optimizer = _optimizer(model, s, fused=device.type == "cuda")
-        lengths = [len(x) for x in train.ids]
         # Mega-batches hold a whole number of batches, so an epoch has ceil(n / batch_size) of them; no need to
         # build (shuffle and sort) an epoch's batches just to count them.
         batches_per_rank = math.ceil(math.ceil(len(lengths) / s.batch_size) / world)
@@ -265,8 +297,6 @@ def train_classifier(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
         step_model = torch.compile(wrapped) if s.compile else wrapped
-        regression = s.objective == "regression"
-        labels = torch.tensor(train.labels, dtype=torch.float32 if regression else torch.long)
 
         def checkpoint() -> None:
             if checkpoints is not None and rank == 0:
@@ -293,16 +323,10 @@ def train_classifier(
             for b in range(state.batch_in_epoch, len(batches)):
                 index = batches[b]
                 with timing.compute():
-                    input_ids, mask = pad_batch(train.ids, index, pad_id)
                     with torch.autocast(
                         device_type=device.type, dtype=torch.bfloat16, enabled=s.bf16 and device.type == "cuda"
                     ):
-                        logits = step_model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
-                    target = labels[index].to(device)
-                    if regression:
-                        loss = nn.functional.mse_loss(logits.float().squeeze(-1), target) / s.grad_accum
-                    else:
-                        loss = nn.functional.cross_entropy(logits.float(), target) / s.grad_accum
+                        loss = batch_loss(step_model, index, device) / s.grad_accum
                     loss.backward()
                     loss_sum += loss.detach()  # no .item() per step: it would sync the GPU every batch
                 seen += len(index)
@@ -326,10 +350,7 @@ def train_classifier(
             state.samples += seen
             state.seconds += time.perf_counter() - started
             with timing.compute():
-                val_logits = predict_logits(
-                    model, val, batch_size=max(64, s.batch_size), pad_id=pad_id, device=s.device
-                )
-            value = validation_score(val_logits, val.labels, s.objective, s.val_metric)
+                value = validate(model)
             score = value if s.higher_is_better else -value  # higher is better, whatever the metric
             state.history.append(
                 {

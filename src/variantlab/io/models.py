@@ -19,6 +19,8 @@ ENCODER_CODE = Path(__file__).with_name("encoder_model.py")
 SKLEARN_CODE = Path(__file__).with_name("sklearn_model.py")
 PROMPT_CODE = Path(__file__).with_name("prompt_model.py")
 DECODER_CODE = Path(__file__).with_name("decoder_model.py")
+GENERATOR_CODE = Path(__file__).with_name("generator_model.py")
+COPY_CODE = Path(__file__).with_name("copy_model.py")
 TORCH_PINS = ("mlflow", "torch", "transformers", "peft", "safetensors", "numpy", "pandas", "tqdm")
 # What a frozen base model needs besides its (pinned) weights: its config and every tokenizer's files, whatever
 # the tokenizer (WordPiece's vocab.txt, BPE's vocab.json + merges.txt, SentencePiece's *.model, tokenizer.json).
@@ -157,9 +159,9 @@ def prompt_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame, task: 
 
 
 def stage_decoder_artifacts(workdir: Path, *, meta: dict[str, Any], model: Any, tokenizer: Any) -> dict[str, str]:
-    """A fine-tuned decoder: the whole sequence-classification model (``full``, ``pruned``), or, for LoRA, only
-    the adapter and the head (``task_type=SEQ_CLS`` saves the head with the adapter), naming its base by sha256.
-    The tokenizer (with its pad token) goes with either."""
+    """A fine-tuned decoder: the whole model (``full``, ``pruned``: a sequence classifier, or a causal LM that
+    writes answers), or, for LoRA, only the adapter (a classifier's head with it: ``task_type=SEQ_CLS``), naming
+    its base by sha256. The tokenizer (with its pad token) goes with either."""
     workdir.mkdir(parents=True, exist_ok=True)
     artifacts = {"meta": str(workdir / "meta.json"), "tokenizer": str(workdir / "tokenizer")}
     if hasattr(model, "peft_config"):
@@ -175,6 +177,21 @@ def stage_decoder_artifacts(workdir: Path, *, meta: dict[str, Any], model: Any, 
 
 def decoder_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame, task: Task) -> dict[str, Any]:
     return {**encoder_model_kwargs(artifacts, example, task), "python_model": str(DECODER_CODE)}
+
+
+def generator_model_kwargs(artifacts: dict[str, str], example: pd.DataFrame, task: Task) -> dict[str, Any]:
+    """An LLM that writes answers: a prompt's spec, or a fine-tuned decoder (``stage_decoder_artifacts``)."""
+    return {**encoder_model_kwargs(artifacts, example, task), "python_model": str(GENERATOR_CODE)}
+
+
+def copy_model_kwargs(example: pd.DataFrame, task: Task) -> dict[str, Any]:
+    return {
+        "python_model": str(COPY_CODE),
+        "signature": signature_for(example, task),
+        "metadata": model_metadata(task),
+        "input_example": example,
+        "pip_requirements": _pins("mlflow", "numpy", "pandas"),
+    }
 
 
 # Written by MLflow into every download of a registered version (its name and number), not part of the model.

@@ -132,3 +132,36 @@ def error_by_bin_png(table: Any, title: str, out: Path) -> None:
     ax.set_title(f"{title}: error by prediction decile", fontsize=10)
     ax.grid(alpha=0.3)
     _save(fig, out)
+
+
+def text_scores_png(scores: Any, domains: Sequence[str], title: str, out: Path) -> None:
+    """A generation task's counterpart of the confusion matrix: each domain's distribution of per-example chrF
+    (one box per domain) beside its exact-match rate."""
+    plt = _pyplot()
+    names = sorted(set(domains))
+    chrf, exact, where = np.asarray(scores["chrf"]), np.asarray(scores["exact_match"]), np.asarray(domains)
+    by_domain = [chrf[where == name] for name in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 0.5 * len(names) + 2.5), dpi=120)
+    left.boxplot(by_domain, vert=False, tick_labels=names)
+    left.set_xlabel("chrF per example")
+    left.set_xlim(0, 100)
+    right.barh(names, [float(exact[where == name].mean()) for name in names])
+    right.set_xlim(0, 1)
+    right.set_xlabel("exact match")
+    fig.suptitle(title, fontsize=10)
+    _save(fig, out)
+
+
+def length_png(target_chars: np.ndarray, output_chars: np.ndarray, title: str, out: Path) -> None:
+    """Output length against target length (characters), one point per example: on the diagonal, neither cut
+    short nor rambling."""
+    target_chars, output_chars = np.asarray(target_chars), np.asarray(output_chars)
+    fig, ax = _pyplot().subplots(figsize=(4.6, 4), dpi=120)
+    ax.scatter(target_chars, output_chars, s=8, alpha=0.5)
+    top = float(max(np.max(target_chars, initial=1), np.max(output_chars, initial=1)))
+    ax.plot([0, top], [0, top], color="grey", linewidth=1, linestyle="--")
+    ax.set_xlabel("target length (chars)")
+    ax.set_ylabel("output length (chars)")
+    ax.set_title(f"{title}: answer lengths", fontsize=10)
+    ax.grid(alpha=0.3)
+    _save(fig, out)

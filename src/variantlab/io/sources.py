@@ -105,7 +105,8 @@ def read_table(path: Path, *, shown: str | None = None) -> pd.DataFrame:
         if suffix in {".csv", ".tsv"}:
             sep = "\t" if suffix == ".tsv" else ","
             try:
-                frame = pd.read_csv(path, sep=sep, encoding="utf-8")
+                # every column as written (a target "007" or "1e3" stays text; numbers are parsed per column)
+                frame = pd.read_csv(path, sep=sep, encoding="utf-8", dtype=str)
             except pd.errors.ParserError:
                 _raise_if_ragged(path, sep, name)
                 raise

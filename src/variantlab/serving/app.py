@@ -48,7 +48,7 @@ ERROR_CODES = {
     500: "INTERNAL_ERROR",
     503: "TEMPORARILY_UNAVAILABLE",
 }
-FEEDBACK_KEYS = ("prediction_id", "label", "value", "domain")
+FEEDBACK_KEYS = ("prediction_id", "label", "value", "answer", "domain")
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def check_rows(frame: pd.DataFrame, loaded: Loaded, settings: ServeSettings) -> 
 def check_feedback(payload: Any, task: Task | None) -> tuple[str, str | None, float | None, str | None]:
     """(prediction id, label, value, domain) of a feedback body, checked against the task."""
     if not isinstance(payload, dict):
-        raise Problem(400, "the JSON body must be an object with 'prediction_id' and 'label' (or 'value')")
+        raise Problem(400, "the JSON body must be an object with 'prediction_id' and 'label' (or 'value', or 'answer')")
     unknown = [k for k in payload if k not in FEEDBACK_KEYS]
     if unknown:
         raise Problem(400, f"unexpected key {unknown[0]!r} (expected: {', '.join(FEEDBACK_KEYS)})")

@@ -124,7 +124,45 @@ def _score_regression(ctx: StageContext, task: Task, model: Any, test: Any) -> S
     return Scoring(metrics, pred, columns, logged, [paths.confusion_png(variant), paths.reliability_png(variant)])
 
 
-SCORERS = {"classification": _score_classification, "regression": _score_regression}
+WORST_EXAMPLES = 25  # per variant, logged to MLflow as a table
+
+
+def _score_generation(ctx: StageContext, task: Task, model: Any, test: Any) -> Scoring:
+    import mlflow
+    import pandas as pd
+
+    from variantlab.core.textmetrics import example_scores
+    from variantlab.io.files import write_csv
+    from variantlab.io.plots import length_png, text_scores_png
+
+    variant = str(ctx.variant)
+    with timing.compute():
+        pred = task.answers(model.predict(test[["text"]]), test.index)
+    metrics = task.score(test, pred)
+    scores = example_scores(test["label"].astype(str).tolist(), pred.tolist(), task.normalise)  # type: ignore[attr-defined]
+    title = f"{variant}: chrF {metrics['chrf']:.1f}, exact match {metrics['exact_match']:.3f}"
+    text_scores_png(scores, test["domain"].astype(str).tolist(), title, ctx.path(paths.confusion_png(variant)))
+    length_png(scores["target_chars"], scores["output_chars"], variant, ctx.path(paths.reliability_png(variant)))
+    # the DVC plot slots: lengths per example (what a confusion matrix of free text could not show)
+    write_csv(
+        ctx.path(paths.confusion_csv(variant)),
+        pd.DataFrame({"actual": scores["target_chars"], "predicted": scores["output_chars"]}),
+    )
+    write_csv(ctx.path(paths.reliability_csv(variant)), scores.describe().reset_index())
+    table = pd.DataFrame(
+        {"domain": test["domain"].astype(str), "input": test["text"].astype(str), "target": test["label"].astype(str)}
+    ).assign(output=pred.to_numpy(), **{name: scores[name].to_numpy() for name in ("chrf", "exact_match", "rouge_l")})
+    mlflow.log_table(table.nsmallest(WORST_EXAMPLES, "chrf"), "evaluation/worst_examples.json")
+    columns = {name: scores[name].to_numpy() for name in ("exact_match", "chrf", "rouge_l")}
+    plots = [paths.confusion_png(variant), paths.reliability_png(variant)]
+    return Scoring(metrics, pred, columns, task.flat_metrics(metrics), plots)
+
+
+SCORERS = {
+    "classification": _score_classification,
+    "regression": _score_regression,
+    "generation": _score_generation,
+}
 
 
 def _link_to_training(trained: dict[str, Any]) -> str | None:

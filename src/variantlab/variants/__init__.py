@@ -14,12 +14,13 @@ from variantlab.variants.base import EpochReport, Fitted, VariantKind
 from variantlab.variants.finetune import FinetuneKind
 from variantlab.variants.probe import ProbeKind
 from variantlab.variants.prompt import PromptKind
+from variantlab.variants.textbase import CopyKind, NearestKind
 from variantlab.variants.tfidf import TfidfKind
 
 if TYPE_CHECKING:
     from variantlab.stages.context import StageContext
 
-BUILTIN: tuple[type[VariantKind], ...] = (TfidfKind, ProbeKind, FinetuneKind, PromptKind)
+BUILTIN: tuple[type[VariantKind], ...] = (TfidfKind, ProbeKind, FinetuneKind, PromptKind, CopyKind, NearestKind)
 
 _KINDS: dict[str, type[VariantKind]] = {}
 

@@ -47,6 +47,9 @@ class VariantKind:
     takes_finetune_profile: ClassVar[bool] = False
     # Trains as several DDP processes when its config says ``processes: N``.
     distributed: ClassVar[bool] = False
+    # True: writes answers (generation tasks only); False: scores labels or numbers; None: either, as the task
+    # asks (an LLM's prompt or fine-tuning). params.yaml naming a kind that does not fit its task is refused.
+    generates: ClassVar[bool | None] = False
 
     cfg: Any
     ctx: StageContext

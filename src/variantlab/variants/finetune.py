@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from variantlab.console import info
 from variantlab.core.loop_defaults import LOOP_DEFAULTS
@@ -66,6 +66,20 @@ class FinetuneVariant(VariantBase):
     checkpoint_every: int = Field(LOOP_DEFAULTS.checkpoint_every, ge=0)
     max_steps: int | None = Field(LOOP_DEFAULTS.max_steps, ge=1)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    # A generation task (supervised fine-tuning of a decoder): the prompt each text is trained and asked in, the
+    # answer's length in tokens, and where it ends besides EOS. max_length then caps the text's tokens.
+    template: str = "{text}"
+    system: str | None = None
+    chat_template: Literal["auto"] | bool = "auto"
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    stop: tuple[str, ...] = ()
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        from variantlab.core.prompting import check_template
+
+        return check_template(value)
 
     @model_validator(mode="after")
     def _pruned_needs_layers(self) -> FinetuneVariant:
@@ -146,6 +160,7 @@ class FinetuneKind(VariantKind):
     config: ClassVar[type[VariantBase]] = FinetuneVariant
     takes_finetune_profile: ClassVar[bool] = True
     distributed: ClassVar[bool] = True
+    generates: ClassVar[bool | None] = None  # a decoder learns to write answers (supervised fine-tuning)
 
     def check(self, task: Task) -> None:
         """The base's pins, qlora's device, and the LoRA targets against the architecture (built on the meta
@@ -158,6 +173,11 @@ class FinetuneKind(VariantKind):
         from variantlab.io.zoo import is_decoder
 
         cfg, model = self.cfg, self.base
+        if task.generative:
+            from variantlab.variants.sft import check_sft
+
+            check_sft(self, task)
+            return
         if cfg.kind == "qlora" and not resolve_device(cfg.device).startswith("cuda"):
             raise ConfigError(
                 "qlora needs a CUDA device (bitsandbytes 4-bit weights): use lora on CPU", file="params.yaml"
@@ -223,12 +243,27 @@ class FinetuneKind(VariantKind):
         return tokenizer, DecoderClassifier(network)
 
     def fit(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
+        if task.generative:
+            from variantlab.variants.sft import fit_sft
+
+            return fit_sft(self, train, val, task, workdir)
+        return self._fit_head(train, val, task, workdir)
+
+    def checkpoints(self, train: Any, seed: int) -> Any:
+        """The variant's checkpoint store (what its params and data are), for ``checkpoint_every``."""
+        from variantlab.io.checkpoints import DirectoryCheckpointer
+
+        store_dir = self.ctx.path(SCRATCH / "checkpoints" / f"{self.ctx.variant}-{_fingerprint(self.cfg, train, seed)}")
+        if self.resume and store_dir.exists():
+            info(f"train@{self.ctx.variant}: resuming from {store_dir}")
+        return DirectoryCheckpointer(store_dir)
+
+    def _fit_head(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
         import mlflow
         import torch
 
         from variantlab.core.classifier import count_parameters
         from variantlab.core.training import Encoded, LoopSettings, resolve_device, train_classifier
-        from variantlab.io.checkpoints import DirectoryCheckpointer
         from variantlab.io.models import (
             decoder_model_kwargs,
             encoder_model_kwargs,
@@ -261,10 +296,7 @@ class FinetuneKind(VariantKind):
         )
         # Regression trains and validates on the standardised target: errors go back to the target's units.
         unit = task.metric_unit(metric, std)
-        store_dir = ctx.path(SCRATCH / "checkpoints" / f"{ctx.variant}-{_fingerprint(cfg, train, settings.seed)}")
-        store = DirectoryCheckpointer(store_dir)
-        if self.resume and store.exists():
-            info(f"train@{ctx.variant}: resuming from {store_dir}")
+        store = self.checkpoints(train, settings.seed)
 
         def log_step(state: Any, loss: Any) -> None:
             if state.step % 10 == 0 and rank == 0:  # float() syncs the GPU: only on the steps we log
@@ -290,8 +322,8 @@ class FinetuneKind(VariantKind):
             on_epoch=log_epoch,
             progress=f"train {ctx.variant}",
         )
-        if store_dir.exists():  # finished: the model is the output now, the checkpoint only takes space
-            shutil.rmtree(store_dir)
+        if store.directory.exists():  # finished: the model is the output now, the checkpoint only takes space
+            shutil.rmtree(store.directory)
         if settings.fsdp and world > 1:  # every process gives its shards; rank 0 puts them in an unsharded copy
             from variantlab.core.training import full_state_dict
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from variantlab.core.tasks.base import FeedbackRejected, TargetDrift, Task
 from variantlab.core.tasks.classification import Classification
+from variantlab.core.tasks.generation import Generation
 from variantlab.core.tasks.regression import Regression
 
-TASK_KINDS: dict[str, type[Task]] = {cls.kind: cls for cls in (Classification, Regression)}
+TASK_KINDS: dict[str, type[Task]] = {cls.kind: cls for cls in (Classification, Regression, Generation)}
 
 
 def task_kind(name: str) -> type[Task]:
@@ -25,7 +26,7 @@ def task_from_json(data: dict[str, Any]) -> Task:
     """A task stored by ``Task.to_json`` (``task.json``, a model's MLmodel metadata)."""
     data = dict(data)
     cls = task_kind(str(data.pop("kind", "classification")))
-    for key in ("labels", "value_range", "polarity"):
+    for key in ("labels", "value_range", "polarity", "normalise"):
         if data.get(key) is not None:
             data[key] = tuple(data[key])
     return cls(**data)
@@ -39,6 +40,7 @@ __all__ = [
     "TASK_KINDS",
     "Classification",
     "FeedbackRejected",
+    "Generation",
     "Regression",
     "TargetDrift",
     "Task",

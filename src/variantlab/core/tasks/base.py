@@ -55,6 +55,7 @@ class Task(ABC):
     answer_type: ClassVar[str]  # the MLflow signature's output type
     problem_type: ClassVar[str]  # what a transformers sequence-classification head trains for (its loss)
     headline: ClassVar[tuple[str, ...]]  # the overall test metrics the leaderboard shows, in order
+    generative: ClassVar[bool] = False  # the model writes its answer (text) instead of scoring outputs
 
     # -- identity ---------------------------------------------------------------------------------------------
     @property
@@ -150,6 +151,12 @@ class Task(ABC):
     ) -> Any:
         """The gate's paired comparison of two models' answers on the same rows (a ``PairedComparison``)."""
 
+    def validation_value(self, metric: str, targets: Any, outputs: Any) -> float:
+        """``metric`` of answers ``outputs`` against ``targets`` (as ``y`` holds them): a search's objective."""
+        from variantlab.core.metrics import metric_value
+
+        return metric_value(metric, targets, outputs, self.code_labels())
+
     def behaviour_tolerance(self, test: pd.DataFrame) -> float | None:
         """How much an answer may move and still count as unchanged (None: it must be equal)."""
         return None
@@ -163,9 +170,10 @@ class Task(ABC):
     def target_view(self, raw: pd.DataFrame) -> dict[str, pd.Series]:
         """The columns the validation suite checks besides the raw ones: ``target``, and the kind's own."""
 
-    def class_floor(self, configured: float | None) -> float | None:
-        """The least share of the rows each class must have (None: the kind has no classes)."""
-        return None
+    @abstractmethod
+    def target_expectations(self, cfg: Any) -> list[Any]:
+        """The validation suite's checks of ``target`` (``core.expectations.ExpectationSpec``s): its type, its
+        label set and class floors, or its length. ``cfg``: params.yaml's ``validation:``."""
 
     @abstractmethod
     def feedback_answer(self, payload: dict[str, Any]) -> tuple[str | None, float | None]:

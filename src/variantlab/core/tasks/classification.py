@@ -192,6 +192,36 @@ class Classification(Task):
         three labels, 1.25% of twenty, so the default holds whatever the number of labels."""
         return configured if configured is not None else 1 / (4 * len(self.labels))
 
+    def target_expectations(self, cfg: Any) -> list[Any]:
+        from variantlab.core.expectations import ExpectationSpec, indicator
+        from variantlab.errors import ConfigError
+
+        floor = self.class_floor(cfg.min_class_fraction)
+        assert floor is not None
+        if floor * len(self.labels) > 1:
+            raise ConfigError(
+                f"validation.min_class_fraction {floor:g} x {len(self.labels)} labels is more than the whole data: "
+                "lower it, or set it to null (a quarter of an even share)",
+                file="params.yaml",
+            )
+        return [
+            ExpectationSpec(
+                "label_set",
+                "ExpectColumnValuesToBeInSet",
+                {"column": "target", "value_set": list(self.labels)},
+                description=f"label in {{{', '.join(self.labels)}}}",
+            ),
+            *(
+                ExpectationSpec(
+                    f"class_floor_{name}",
+                    "ExpectColumnMeanToBeBetween",
+                    {"column": indicator(name), "min_value": floor},
+                    description=f"at least {floor:.0%} {name}",
+                )
+                for name in self.labels
+            ),
+        ]
+
     def feedback_answer(self, payload: dict[str, Any]) -> tuple[str | None, float | None]:
         if "value" in payload:
             raise FeedbackRejected(400, "this model predicts a label: send 'label', not 'value'")

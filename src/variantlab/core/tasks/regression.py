@@ -120,6 +120,18 @@ class Regression(Task):
     def target_view(self, raw: pd.DataFrame) -> dict[str, pd.Series]:
         return {"target": raw["value"].astype("float64")}
 
+    def target_expectations(self, cfg: Any) -> list[Any]:
+        from variantlab.core.expectations import ExpectationSpec
+
+        return [
+            ExpectationSpec(
+                "target_type",
+                "ExpectColumnValuesToBeInTypeList",
+                {"column": "target", "type_list": ["float", "float64", "float32"]},
+                description="target is a number",
+            )
+        ]
+
     def feedback_answer(self, payload: dict[str, Any]) -> tuple[str | None, float | None]:
         if "label" in payload:
             raise FeedbackRejected(400, "this model predicts a number: send 'value', not 'label'")

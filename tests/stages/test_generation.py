@@ -1,0 +1,116 @@
+"""Generation tasks (text to text) through the stages, on a tiny random Llama built here: the copy and nearest
+baselines, a prompted LLM and a LoRA-fine-tuned one, scored on what each generated; the gate's paired test on
+per-example scores; and the bad inputs a user can hit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.helpers import make_tiny_decoder, tiny_project
+
+GENERATION_TASK = {"kind": "generation", "max_target_chars": 40}
+TEXT_VARIANTS: dict[str, Any] = {
+    "copy": {"kind": "copy"},
+    "nearest": {"kind": "nearest"},
+    "llm-few-shot": {"kind": "prompt", "model": "llm", "shots": 2, "max_new_tokens": 6, "chat_template": False},
+    "llm-lora": {
+        "kind": "lora",
+        "model": "llm",
+        "max_length": 16,
+        "batch_size": 16,
+        "lr": 1e-2,
+        "epochs": 1,
+        "max_new_tokens": 6,
+        "lora": {"rank": 4, "alpha": 8},
+    },
+}
+
+
+def digit_pairs(n: int, seed: int = 0) -> pd.DataFrame:
+    """``reverse 1 2 3`` -> ``3 2 1``: a deterministic mapping, in two domains."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        digits = [str(d) for d in rng.integers(0, 10, size=3)]
+        rows.append(
+            {
+                "text": f"reverse {' '.join(digits)} #{i}",
+                "target": " ".join(reversed(digits)),
+                "domain": "odd" if i % 2 else "even",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _project(tmp_path: Path, variants: dict[str, Any], data: pd.DataFrame | None = None, **extra: Any) -> Path:
+    """A tiny project whose task is generation (params.yaml's task, models and variants replaced)."""
+    import yaml
+
+    sha = make_tiny_decoder(tmp_path / "llm")
+    project = tiny_project(tmp_path / "p", data=digit_pairs(160) if data is None else data)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params |= {
+        "task": GENERATION_TASK,
+        "models": {"llm": {"source": f"path:{tmp_path / 'llm'}", "sha256": sha}},
+        "variants": variants,
+        "feedback": {**params.get("feedback", {}), "embedding_model": "llm"},
+        **extra,
+    }
+    params["promotion"] = {**params["promotion"], "baseline": None, "floor": None}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return project
+
+
+def _stages(project: Path, names: list[str]) -> Any:
+    from variantlab.config import load_params
+    from variantlab.stages import compare, evaluate, ingest, prepare, train, validate
+    from variantlab.stages.context import StageContext
+
+    params = load_params(project / "params.yaml")
+    for stage in (ingest, validate, prepare):
+        assert stage.run(StageContext(project, params)) == 0
+    for name in names:
+        assert train.run(StageContext(project, params, name)) == 0, name
+        assert evaluate.run(StageContext(project, params, name)) == 0, name
+    assert compare.run(StageContext(project, params)) == 0
+    return params
+
+
+def test_generation_variants_are_scored_on_what_they_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_stages: None
+) -> None:
+    from variantlab.io.files import read_json
+    from variantlab.io.models import load_pyfunc
+
+    project = _project(tmp_path, TEXT_VARIANTS)
+    monkeypatch.chdir(project)
+    _stages(project, list(TEXT_VARIANTS))
+    board = pd.read_csv(project / "reports/leaderboard.csv").set_index("variant")
+    assert set(board.index) == set(TEXT_VARIANTS)
+    # copy writes the input: never the reversed digits, and longer than the target
+    copy = read_json(project / "metrics/eval/copy.json")
+    assert copy["exact_match"] == 0 and copy["length_ratio"] > 2
+    assert set(copy["per_domain"]) == {"even", "odd"}
+    for name in TEXT_VARIANTS:
+        scored = read_json(project / f"metrics/eval/{name}.json")
+        assert 0 <= scored["chrf"] <= 100 and 0 <= scored["rouge_l"] <= 1
+        predictions = pd.read_parquet(project / f"reports/predictions/{name}.parquet")
+        assert {"label", "predicted", "chrf", "exact_match"} <= set(predictions.columns)
+    few = read_json(project / "metrics/train/llm-few-shot.json")
+    assert few["n_examples"] == 2 and few["trainable_params"] == 0
+    lora = read_json(project / "metrics/train/llm-lora.json")
+    assert 0 < lora["trainable_params"] < lora["total_params"] / 5
+    assert (project / "models/llm-lora/artifacts/adapter").is_dir()
+    assert not list((project / "models/llm-lora").rglob("model.safetensors"))
+
+    # the saved models answer text, as a user loads them
+    for name in TEXT_VARIANTS:
+        answers = load_pyfunc(str(project / "models" / name)).predict(pd.DataFrame({"text": ["reverse 1 2 3 #9"]}))
+        assert len(answers) == 1 and isinstance(answers[0], str), name
+    nearest = load_pyfunc(str(project / "models/nearest")).predict(pd.DataFrame({"text": ["reverse 0 0 0 #3"]}))
+    assert nearest[0] in set(digit_pairs(160)["target"])
