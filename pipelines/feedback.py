@@ -268,8 +268,8 @@ def export_feedback(root: str, force: bool = False) -> dict[str, Any]:
 
     import pandas as pd
 
-    from variantlab.config import RegressionTask
     from variantlab.core.corpus import NO_DOMAIN
+    from variantlab.core.task import user_columns
     from variantlab.io.files import write_csv
 
     project = Path(root)
@@ -293,9 +293,9 @@ def export_feedback(root: str, force: bool = False) -> dict[str, Any]:
         if reason is None:
             get_run_logger().info("no export: %d rows waiting (%s)", len(usable), "not due")
             return {**summary, "exported": 0, "path": None}
-        spec = params.task
-        target = spec.target_column if isinstance(spec, RegressionTask) else spec.label_column
-        values = usable["value"] if isinstance(spec, RegressionTask) else usable["label"]
+        columns = user_columns(params)  # the file's own column: a label (or answer text), else a number
+        target = columns.label or str(columns.value)
+        values = usable["label"] if columns.label else usable["value"]
         frame = pd.DataFrame({"id": usable["prediction_id"], "text": usable["text"], target: values.to_numpy()})
         if usable["domain"].notna().any():
             frame["domain"] = usable["domain"].fillna(NO_DOMAIN).to_numpy()

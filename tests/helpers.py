@@ -100,7 +100,8 @@ def make_tiny_decoder(
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    corpus = [" ".join(words), *(f"the {a} was {b}" for a in _NOUNS for b in words)]
+    # digits and punctuation too: generation tests write numbers ("reverse 1 2 3" -> "3 2 1")
+    corpus = [" ".join(words), *(f"the {a} was {b}" for a in _NOUNS for b in words), "0 1 2 3 4 5 6 7 8 9 = # - / ."]
     backend.train_from_iterator(
         corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=special, show_progress=False)
     )

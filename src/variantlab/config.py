@@ -345,10 +345,9 @@ class Params(Strict):
 
         writes = task_kind(self.task.kind).generative
         kinds = _variant_kinds()
+        named = {name: str(getattr(v, "kind", "")) for name, v in self.variants.items()}
         misfit = sorted(
-            f"variants.{name} ({v.kind})"
-            for name, v in self.variants.items()
-            if kinds[v.kind].generates not in (None, writes)
+            f"variants.{name} ({kind})" for name, kind in named.items() if kinds[kind].generates not in (None, writes)
         )
         if misfit:
             fit = sorted(name for name, kind in kinds.items() if kind.generates in (None, writes))

@@ -70,6 +70,24 @@ def regression(params: dict[str, Any]) -> None:
     params["promotion"].update(metric="mae", floor=None)
 
 
+def generation(params: dict[str, Any]) -> None:
+    """A text-to-text task (answers of at most 40 characters) whose one variant is the copy baseline."""
+    params["task"] = {"kind": "generation", "target_column": "target", "max_target_chars": 40}
+    params["variants"] = {"copy": {"kind": "copy"}}
+    params["promotion"].update(metric=None, floor=None, baseline=None)
+
+
+def write_pairs(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    """A generation task's file (text, target), changed, with the task set in params.yaml."""
+
+    def mutate(project: Path) -> None:
+        frame = tiny_sentences()[["id", "text"]].assign(target=lambda f: f["text"].str.split().str[1])
+        change(frame).to_csv(project / SOURCE, index=False)
+        edit_params(generation)(project)
+
+    return mutate
+
+
 @dataclass(frozen=True)
 class Case:
     mutate: Callable[[Path], None]
@@ -184,7 +202,37 @@ CASES: dict[str, Case] = {
     "unknown-variant-kind": Case(
         edit_params(lambda p: p["variants"]["tfidf-logreg"].update(kind="xgboost")),
         "params.yaml: variants.tfidf-logreg: unknown kind 'xgboost' "
-        "(allowed: tfidf-logreg, probe, full, lora, qlora, pruned, prompt)",
+        "(allowed: tfidf-logreg, probe, full, lora, qlora, pruned, prompt, copy, nearest)",
+        None,
+    ),
+    "generation-empty-target": Case(
+        write_pairs(with_row(6, target="")), "target_not_null: expected target is present (row 6, id 't6'", "validate"
+    ),
+    "generation-target-too-long": Case(
+        write_pairs(with_row(3, target="a" * 41)),
+        "target_length: expected target has 1 to 40 chars (row 3, id 't3'",
+        "validate",
+    ),
+    "generation-target-column-missing": Case(
+        write_pairs(lambda f: f.drop(columns="target")),
+        f"{SOURCE}: column 'target': needs the task's column 'target'",
+        "ingest",
+    ),
+    "label-scoring-variant-on-a-generation-task": Case(
+        both(
+            write_pairs(lambda f: f), edit_params(lambda p: p["variants"].update({"tfidf": {"kind": "tfidf-logreg"}}))
+        ),
+        "variants.tfidf (tfidf-logreg) scores labels or numbers, and this task is generation: use one of copy, full,",
+        None,
+    ),
+    "generation-template-without-text": Case(
+        both(
+            write_pairs(lambda f: f),
+            edit_params(
+                lambda p: p["variants"].update({"llm": {"kind": "prompt", "model": "minilm", "template": "Fix it."}})
+            ),
+        ),
+        "params.yaml: variants.llm.template: Value error, the template needs a {text} placeholder",
         None,
     ),
     "wrong-type-in-params": Case(
@@ -245,6 +293,11 @@ TASK_CASES = {
     "regression-target-out-of-range",
     "option-that-does-not-fit-the-task",
     "metric-that-does-not-fit-the-task",
+    "generation-empty-target",
+    "generation-target-too-long",
+    "generation-target-column-missing",
+    "label-scoring-variant-on-a-generation-task",
+    "generation-template-without-text",
 }
 
 

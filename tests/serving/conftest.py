@@ -13,12 +13,14 @@ import pandas as pd
 import pytest
 
 from tests.helpers import tiny_sentences
-from variantlab.core.task import Classification, Regression, Task
+from variantlab.core.task import Classification, Generation, Regression, Task
 
 WEATHER = Classification(labels=("cold", "hot", "mild"))
 SCORE = Regression(value_range=(-4.0, 4.0), value_column="score")
+WRITER = Generation(max_target_chars=40)
 CLASSIFIER = "weather-model"
 REGRESSOR = "score-model"
+GENERATOR = "writer-model"  # a generation task's copy baseline: answers text
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     ridge = tfidf_pipeline(TfidfVariant(kind="tfidf-logreg", min_df=1), SCORE, 0)
     ridge.fit(data[["text"]], data["rating"])
     _log(ridge, SCORE, root / "score", REGRESSOR)
+    from variantlab.io.models import copy_model_kwargs
+
+    with mlflow.start_run():
+        kwargs = copy_model_kwargs(pd.DataFrame({"text": ["the soup was warm"]}), WRITER)
+        info = mlflow.pyfunc.log_model(name="model", **kwargs)
+    mlflow.register_model(info.model_uri, GENERATOR)
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(CLASSIFIER, "champion", "1")
     client.set_registered_model_alias(REGRESSOR, "champion", "1")
+    client.set_registered_model_alias(GENERATOR, "champion", "1")
     yield Registry(uri, root, data["text"].tolist())
     if before is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)

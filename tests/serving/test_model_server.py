@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tests.serving.conftest import CLASSIFIER, REGRESSOR, Registry
+from tests.serving.conftest import CLASSIFIER, GENERATOR, REGRESSOR, Registry
 from variantlab.config import ServeConfig
 from variantlab.serving.app import ServeSettings, create_app, running
 
@@ -151,6 +151,25 @@ def test_regression_feedback_takes_a_number_within_the_tasks_range(registry: Reg
         assert client.post("/feedback", json={"prediction_id": ids[0], "value": "2"}).status_code == 400  # type: ignore[index]
         assert client.post("/feedback", json={"prediction_id": ids[0], "value": -1.5}).status_code == 201  # type: ignore[index]
     assert [(f["value"], f["label"]) for f in rows(tmp_path, "feedback")] == [(-1.5, None)]
+
+
+def test_a_generation_model_answers_text_and_takes_the_corrected_answer(registry: Registry, tmp_path: Path) -> None:
+    with server(registry, tmp_path, name=GENERATOR) as client:
+        body = predict(client, registry.texts[:3])
+        assert body["predictions"] == registry.texts[:3]  # the copy baseline writes its input
+        ids = body["prediction_ids"]
+        cases = [
+            ({"answer": 3}, 400, "'answer' must be the corrected answer"),
+            ({"answer": "  "}, 400, "'answer' must be the corrected answer"),
+            ({"label": "hot"}, 400, "this model writes text"),
+            ({"answer": "x" * 41}, 422, "has 41 characters; the task allows 40"),
+        ]
+        for extra, status, message in cases:
+            response = client.post("/feedback", json={"prediction_id": ids[0], **extra})  # type: ignore[index]
+            assert response.status_code == status and message in response.text, (extra, response.text)
+        accepted = client.post("/feedback", json={"prediction_id": ids[1], "answer": " the soup, warm "})  # type: ignore[index]
+        assert accepted.status_code == 201, accepted.text
+    assert [(f["label"], f["value"]) for f in rows(tmp_path, "feedback")] == [("the soup, warm", None)]
 
 
 def test_bad_requests_get_one_clear_4xx_and_record_nothing(registry: Registry, tmp_path: Path) -> None:

@@ -32,16 +32,16 @@ TEXT_VARIANTS: dict[str, Any] = {
 
 
 def digit_pairs(n: int, seed: int = 0) -> pd.DataFrame:
-    """``reverse 1 2 3`` -> ``3 2 1``: a deterministic mapping, in two domains."""
+    """``1 2 3`` -> ``3 2 1``: a deterministic mapping (``n`` different triples), in two domains."""
     rng = np.random.default_rng(seed)
     rows = []
-    for i in range(n):
-        digits = [str(d) for d in rng.integers(0, 10, size=3)]
+    for number in rng.choice(1000, size=n, replace=False):
+        digits = list(f"{number:03d}")
         rows.append(
             {
-                "text": f"reverse {' '.join(digits)} #{i}",
+                "text": " ".join(digits),
                 "target": " ".join(reversed(digits)),
-                "domain": "odd" if i % 2 else "even",
+                "domain": "odd" if int(digits[0]) % 2 else "even",
             }
         )
     return pd.DataFrame(rows)
@@ -59,16 +59,18 @@ def _project(tmp_path: Path, variants: dict[str, Any], data: pd.DataFrame | None
         "models": {"llm": {"source": f"path:{tmp_path / 'llm'}", "sha256": sha}},
         "variants": variants,
         "feedback": {**params.get("feedback", {}), "embedding_model": "llm"},
-        **extra,
     }
     params["promotion"] = {**params["promotion"], "baseline": None, "floor": None}
+    for key, value in extra.items():
+        params[key] = {**params.get(key, {}), **value}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return project
 
 
-def _stages(project: Path, names: list[str]) -> Any:
+def _stages(project: Path, names: list[str], *, promote: bool = False) -> Any:
     from variantlab.config import load_params
     from variantlab.stages import compare, evaluate, ingest, prepare, train, validate
+    from variantlab.stages import promote as promote_stage
     from variantlab.stages.context import StageContext
 
     params = load_params(project / "params.yaml")
@@ -78,6 +80,7 @@ def _stages(project: Path, names: list[str]) -> Any:
         assert train.run(StageContext(project, params, name)) == 0, name
         assert evaluate.run(StageContext(project, params, name)) == 0, name
     assert compare.run(StageContext(project, params)) == 0
+    assert not promote or promote_stage.run(StageContext(project, params)) == 0
     return params
 
 
@@ -92,9 +95,11 @@ def test_generation_variants_are_scored_on_what_they_write(
     _stages(project, list(TEXT_VARIANTS))
     board = pd.read_csv(project / "reports/leaderboard.csv").set_index("variant")
     assert set(board.index) == set(TEXT_VARIANTS)
-    # copy writes the input: never the reversed digits, and longer than the target
+    # copy writes the input: right on palindromes only, and as long as the target
     copy = read_json(project / "metrics/eval/copy.json")
-    assert copy["exact_match"] == 0 and copy["length_ratio"] > 2
+    test = pd.read_parquet(project / "data/prepared/test.parquet")
+    assert copy["exact_match"] == pytest.approx((test["text"] == test["label"]).mean(), abs=1e-6)
+    assert copy["length_ratio"] == 1.0
     assert set(copy["per_domain"]) == {"even", "odd"}
     for name in TEXT_VARIANTS:
         scored = read_json(project / f"metrics/eval/{name}.json")
@@ -110,7 +115,49 @@ def test_generation_variants_are_scored_on_what_they_write(
 
     # the saved models answer text, as a user loads them
     for name in TEXT_VARIANTS:
-        answers = load_pyfunc(str(project / "models" / name)).predict(pd.DataFrame({"text": ["reverse 1 2 3 #9"]}))
+        answers = load_pyfunc(str(project / "models" / name)).predict(pd.DataFrame({"text": ["1 2 3"]}))
         assert len(answers) == 1 and isinstance(answers[0], str), name
-    nearest = load_pyfunc(str(project / "models/nearest")).predict(pd.DataFrame({"text": ["reverse 0 0 0 #3"]}))
+    nearest = load_pyfunc(str(project / "models/nearest")).predict(pd.DataFrame({"text": ["9 9 9"]}))
     assert nearest[0] in set(digit_pairs(160)["target"])
+
+
+def test_a_tiny_decoder_fine_tuned_on_a_mapping_learns_it_and_where_its_answers_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_stages: None
+) -> None:
+    """Reversing three digits, from random weights: only a loss on the answer's tokens and EOS teaches both
+    the mapping (exact match far above copying the input) and the answer's end (lengths match the targets')."""
+    from variantlab.io.files import read_json
+
+    variants = {
+        "copy": {"kind": "copy"},
+        "sft": {
+            "kind": "full",
+            "model": "llm",
+            "template": "{text} =",
+            "chat_template": False,
+            "max_new_tokens": 10,
+            "epochs": 15,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "weight_decay": 0.0,
+            "patience": 15,
+        },
+    }
+    project = _project(
+        tmp_path, variants, data=digit_pairs(800), promotion={"metric": "exact_match", "baseline": "copy"}
+    )
+    monkeypatch.chdir(project)
+    _stages(project, list(variants), promote=True)
+    copy, sft = read_json(project / "metrics/eval/copy.json"), read_json(project / "metrics/eval/sft.json")
+    assert copy["exact_match"] < 0.2
+    assert sft["exact_match"] > copy["exact_match"] + 0.5, sft
+    assert 0.9 <= sft["length_ratio"] <= 1.1 and sft["empty_outputs"] == 0, sft
+    predictions = pd.read_parquet(project / "reports/predictions/sft.parquet")
+    assert (predictions["predicted"].str.len() <= 5).mean() > 0.9  # it stops: no run-on past the three digits
+
+    # the gate: a paired bootstrap of the mean exact match and a signed-rank test, against the copy baseline
+    report = read_json(project / "reports/promotion.json")
+    assert report["promote"] is True and report["against"] == "baseline", report["reason"]
+    comparison = report["comparison"]
+    assert comparison["test"] == "wilcoxon" and comparison["ci_low"] > 0 and comparison["p_value"] < 0.01
+    assert comparison["delta"] == pytest.approx(sft["exact_match"] - copy["exact_match"], abs=1e-6)

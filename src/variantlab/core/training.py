@@ -223,7 +223,7 @@ def train_classifier(
     regression = s.objective == "regression"
     labels = torch.tensor(train.labels, dtype=torch.float32 if regression else torch.long)
 
-    def batch_loss(step_model: nn.Module, index: list[int], device: torch.device) -> torch.Tensor:
+    def batch_loss(step_model: Any, index: list[int], device: torch.device) -> torch.Tensor:
         input_ids, mask = pad_batch(train.ids, index, pad_id)
         logits = step_model(input_ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
         target = labels[index].to(device)
@@ -243,7 +243,7 @@ def train_loop(
     lengths: list[int],
     s: LoopSettings,
     *,
-    batch_loss: Callable[[nn.Module, list[int], torch.device], torch.Tensor],
+    batch_loss: Callable[[Any, list[int], torch.device], torch.Tensor],
     validate: Callable[[nn.Module], float],
     checkpoints: Checkpointer | None = None,
     resume: bool = False,

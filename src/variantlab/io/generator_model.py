@@ -33,10 +33,11 @@ class TextGeneratorModel(PythonModel):
         with open(context.artifacts["meta"], encoding="utf-8") as fh:
             self.meta = json.load(fh)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        # a full fine-tune is its own decoder; a prompt or an adapter runs on the pinned base (hash-checked)
         trained = context.artifacts.get("decoder")
-        base = None if trained else resolve(ModelEntry(**self.meta["base"]), Path.cwd()).directory
-        tokenizer = load_tokenizer(context.artifacts.get("tokenizer") or base)
-        model = load_causal_lm(trained or base, device)
+        weights = trained or resolve(ModelEntry(**self.meta["base"]), Path.cwd()).directory
+        tokenizer = load_tokenizer(context.artifacts.get("tokenizer") or weights)
+        model = load_causal_lm(weights, device)
         if context.artifacts.get("adapter"):  # LoRA: merged into the pinned base once, at load
             from peft import PeftModel
 

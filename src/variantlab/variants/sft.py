@@ -115,7 +115,9 @@ def fit_sft(kind: FinetuneKind, train: Any, val: Any, task: Task, workdir: Path)
     examples = [prompt.example(text, answer) for text, answer in zip(train["text"], task.y(train), strict=True)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     metric = ctx.params.metric
-    settings = LoopSettings.from_variant(cfg, seed=ctx.params.project.seed, device=device, objective=task.kind, metric=metric)
+    settings = LoopSettings.from_variant(
+        cfg, seed=ctx.params.project.seed, device=device, objective=task.kind, metric=metric
+    )
     val_texts, val_targets = val["text"].astype(str).tolist(), task.y(val)
 
     def batch_loss(step_model: Any, index: list[int], on: Any) -> Any:
