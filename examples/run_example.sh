@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run one example task as it is, in a throw-away clone of this checkout, and print its leaderboard and wall time.
-# Usage: bash examples/run_example.sh binary-sentiment|regression-rating|multiclass-topics [target-dir]
+# Usage: bash examples/run_example.sh binary-sentiment|regression-rating|multiclass-topics|llm-variants|text-to-text [target-dir]
 # (after `make setup`: it uses this checkout's .venv).
 set -euo pipefail
 name=${1:?usage: examples/run_example.sh <example> [target-dir]}
@@ -12,6 +12,7 @@ git clone -q "$here" "$target"
 cd "$target"
 cp "examples/$name/params.yaml" params.yaml
 if [ "$name" = multiclass-topics ]; then python examples/multiclass-topics/make_topics.py data/external/topics.csv; fi
+if [ "$name" = text-to-text ]; then python examples/text-to-text/make_dates.py data/external/dates.csv; fi
 git add -A && git -c user.email=example@localhost -c user.name=example commit -qm "example $name"
 started=$(date +%s)
 variantlab run

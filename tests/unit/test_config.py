@@ -132,7 +132,7 @@ def test_every_example_params_file_loads() -> None:
     files = sorted((REPO / "examples").glob("*/params.yaml"))
     assert len(files) >= 3
     kinds = {load_params(f).task.kind for f in files}
-    assert kinds == {"classification", "regression"}
+    assert kinds == {"classification", "regression", "generation"}
 
 
 def test_params_are_frozen() -> None:

@@ -86,10 +86,35 @@ def test_a_fine_tuning_example_puts_the_loss_on_the_answer_and_eos_only(tmp_path
     assert labels == [IGNORE] * (len(ids) - len(answer) - 1) + [*answer, tokenizer.eos_token_id]
     assert ids[: len(ids) - len(answer) - 1] == prompt.prompt_ids("1 2 3")  # trained on the prompt it is asked in
     short = prompt.example("1", "1")
-    input_ids, mask, padded = pad_examples([(ids, labels), short], tokenizer.pad_token_id)
+    input_ids, mask, padded, positions = pad_examples([(ids, labels), short], tokenizer.pad_token_id)
     assert input_ids.shape == padded.shape == (2, len(ids)) and int(mask[1].sum()) == len(short[0])
-    assert padded[1, len(short[0]) :].eq(IGNORE).all()  # padding (= eos here) is never a target
-    assert padded[1, len(short[0]) - 1] == tokenizer.eos_token_id  # the real EOS is
+    pad = len(ids) - len(short[0])  # left padding, as prompts are padded for decoding
+    assert padded[1, :pad].eq(IGNORE).all()  # padding (= eos here) is never a target
+    assert padded[1, -1] == tokenizer.eos_token_id  # the real EOS is
+    assert positions[1, pad:].tolist() == list(range(len(short[0])))
+
+
+@pytest.mark.parametrize("architecture", DECODER_ARCHITECTURES)
+def test_the_answer_loss_is_transformers_own_loss_on_the_answer_tokens(architecture: str, tmp_path: Path) -> None:
+    """Logits of the answers' positions only, on left-padded rows: the same number as the model's own loss on
+    each unpadded row (averaged over all answer tokens), so the shortcut changes the cost, not the objective."""
+    import torch
+
+    from variantlab.core.decoder import load_causal_lm, load_tokenizer
+    from variantlab.core.generation import answer_loss
+
+    make_tiny_decoder(tmp_path, architecture, seed=2)
+    tokenizer, model = load_tokenizer(tmp_path), load_causal_lm(tmp_path)
+    prompt = PromptFormat(tokenizer, GenerationSpec(template="{text} =", chat=False))
+    examples = [prompt.example(t, a) for t, a in [("1 2 3", "3 2 1"), ("the movie was good", "good"), ("7", "7 7")]]
+    with torch.no_grad():
+        ours = answer_loss(model, examples, tokenizer.pad_token_id, "cpu")
+        total, count = 0.0, 0
+        for ids, labels in examples:
+            n = sum(label != IGNORE for label in labels) 
+            own = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+            total, count = total + float(own) * n, count + n
+    assert float(ours) == pytest.approx(total / count, rel=1e-4)
 
 
 def test_an_answer_ends_at_the_first_stop_string() -> None:

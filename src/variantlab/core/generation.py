@@ -101,18 +101,39 @@ class PromptFormat:
 
 def pad_examples(
     examples: Sequence[tuple[list[int], list[int]]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input ids, attention mask, labels), right-padded to the longest example; padding's labels are
-    ``IGNORE``, so a pad token equal to EOS never hides the EOS an answer ends with."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask, labels, position ids), left-padded as ``Generator`` pads its prompts: every
+    row's answer ends at the last position. Padding's labels are ``IGNORE``, so a pad token equal to EOS never
+    hides the EOS an answer ends with; position ids count real tokens, so padding never shifts a row."""
     width = max(len(ids) for ids, _ in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
     for row, (ids, targets) in enumerate(examples):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
-        labels[row, : len(targets)] = torch.tensor(targets)
-    return input_ids, mask, labels
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        mask[row, width - len(ids) :] = 1
+        labels[row, width - len(targets) :] = torch.tensor(targets)
+    return input_ids, mask, labels, (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def answer_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], pad_id: int, device: Any) -> torch.Tensor:
+    """The mean cross-entropy of the answers' tokens (and EOS) given everything before them.
+
+    The answers are the rows' last tokens (left padding), so the model computes logits for the last
+    ``longest answer + 1`` positions only (``logits_to_keep``): the vocabulary projection and its gradient skip the
+    prompt, which is most of each row (a 49k-word head on every position costs SmolLM2-135M about a fifth of its
+    forward pass)."""
+    input_ids, mask, labels, positions = pad_examples(examples, pad_id)
+    keep = int((labels != IGNORE).sum(dim=1).max()) + 1
+    out = model(
+        input_ids=input_ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        logits_to_keep=keep,
+    )
+    logits = out.logits[:, -keep:-1].float()  # position p predicts token p + 1: the last keep - 1 tokens
+    targets = labels[:, -(keep - 1) :].to(device)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
 
 
 class Generator:

@@ -97,7 +97,7 @@ def fit_sft(kind: FinetuneKind, train: Any, val: Any, task: Task, workdir: Path)
     import torch
 
     from variantlab.core.classifier import count_parameters
-    from variantlab.core.generation import Generator, pad_examples
+    from variantlab.core.generation import Generator, answer_loss
     from variantlab.core.training import LoopSettings, resolve_device, train_loop
     from variantlab.io.models import generator_model_kwargs, stage_decoder_artifacts
     from variantlab.variants.finetune import distributed_rank
@@ -121,9 +121,7 @@ def fit_sft(kind: FinetuneKind, train: Any, val: Any, task: Task, workdir: Path)
     val_texts, val_targets = val["text"].astype(str).tolist(), task.y(val)
 
     def batch_loss(step_model: Any, index: list[int], on: Any) -> Any:
-        ids, mask, labels = pad_examples([examples[i] for i in index], pad)
-        out = step_model(input_ids=ids.to(on), attention_mask=mask.to(on), labels=labels.to(on))
-        return out.loss
+        return answer_loss(step_model, [examples[i] for i in index], pad, on)
 
     def validate(model: Any) -> float:
         generator = Generator(model, tokenizer, prompt.spec, batch_size=max(16, cfg.batch_size))

@@ -26,7 +26,7 @@ class Generation(Task):
     target: ClassVar[str] = "label"
     metrics: ClassVar[tuple[str, ...]] = ("chrf", "exact_match", "rouge_l")
     default_floor: ClassVar[float | None] = None  # beating the copy and nearest baselines is the proof
-    slice_metric: ClassVar[str] = "chrf"
+    slice_metric: ClassVar[str] = "rouge_l"  # 0-1, as max_slice_drop is for F1: chrF is 0-100
     answer_type: ClassVar[str] = "string"
     problem_type: ClassVar[str] = "generation"
     headline: ClassVar[tuple[str, ...]] = ("chrf", "exact_match", "rouge_l", "length_ratio", "corpus_chrf")
