@@ -264,6 +264,11 @@ def export_due(waiting: int, oldest_age_hours: float | None, params: Params, for
 def export_feedback(root: str, force: bool = False) -> dict[str, Any]:
     """Write the feedback not yet exported (with its texts) as a data file in the task's own columns, and mark
     it exported; the file stays under data/feedback/exports/ whatever the retrain decides."""
+    return export_waiting(root, force, get_run_logger())
+
+
+def export_waiting(root: str, force: bool, logger: Any) -> dict[str, Any]:
+    """``export_feedback``'s work, outside Prefect too: ``logger`` takes ``info`` and ``warning``."""
     import datetime as dt
 
     import pandas as pd
@@ -286,12 +291,12 @@ def export_feedback(root: str, force: bool = False) -> dict[str, Any]:
         reason = export_due(len(usable), oldest, params, force)
         summary: dict[str, Any] = {"waiting": len(usable), "without_text": int(len(waiting) - len(usable))}
         if summary["without_text"]:
-            get_run_logger().warning(
+            logger.warning(
                 "%d feedback rows have no text (served with --no-store-text) and cannot become data",
                 summary["without_text"],
             )
         if reason is None:
-            get_run_logger().info("no export: %d rows waiting (%s)", len(usable), "not due")
+            logger.info("no export: %d rows waiting (%s)", len(usable), "not due")
             return {**summary, "exported": 0, "path": None}
         columns = user_columns(params)  # the file's own column: a label (or answer text), else a number
         target = columns.label or str(columns.value)
@@ -305,7 +310,7 @@ def export_feedback(root: str, force: bool = False) -> dict[str, Any]:
         log.mark_exported(usable["prediction_id"].tolist(), batch)
     finally:
         log.close()
-    get_run_logger().info("exported %d feedback rows -> %s (%s)", len(frame), path, reason)
+    logger.info("exported %d feedback rows -> %s (%s)", len(frame), path, reason)
     return {**summary, "exported": len(frame), "path": str(path), "batch": batch, "reason": reason}
 
 

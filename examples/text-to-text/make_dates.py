@@ -47,7 +47,9 @@ def written(date: dt.date, rng: random.Random) -> str:
 
 def abbreviated(date: dt.date, rng: random.Random) -> str:
     month = MONTHS[date.month - 1][:3]
-    return rng.choice([f"{date.day}-{month}-{date.year}", f"{month} {date.day} {date.year}", f"{month}. {date.day}, {date.year}"])
+    return rng.choice(
+        [f"{date.day}-{month}-{date.year}", f"{month} {date.day} {date.year}", f"{month}. {date.day}, {date.year}"]
+    )
 
 
 def numeric(date: dt.date, rng: random.Random) -> str:
@@ -56,7 +58,9 @@ def numeric(date: dt.date, rng: random.Random) -> str:
 
 def ordinal(date: dt.date, rng: random.Random) -> str:
     month = MONTHS[date.month - 1]
-    return rng.choice([f"the {_ordinal(date.day)} of {month}, {date.year}", f"{month} {_ordinal(date.day)}, {date.year}"])
+    return rng.choice(
+        [f"the {_ordinal(date.day)} of {month}, {date.year}", f"{month} {_ordinal(date.day)}, {date.year}"]
+    )
 
 
 STYLES = {"written": written, "abbreviated": abbreviated, "numeric": numeric, "ordinal": ordinal}

@@ -235,7 +235,9 @@ class FeedbackConfig(Strict):
     """The retrain-on-new-data flow: drift thresholds against the champion's training data."""
 
     max_label_shift: float = Field(0.25, ge=0, le=1)  # total variation distance of the label mix
-    max_target_shift: float = Field(0.3, ge=0, le=1)  # Kolmogorov-Smirnov statistic of the targets (generation: lengths)
+    max_target_shift: float = Field(
+        0.3, ge=0, le=1
+    )  # Kolmogorov-Smirnov statistic of the targets (generation: lengths)
     max_domain_shift: float = Field(0.5, ge=0, le=1)  # total variation distance of the domain mix
     max_length_shift: float = Field(0.3, ge=0, le=1)  # Kolmogorov-Smirnov statistic of text lengths
     max_centroid_distance: float = Field(0.1, ge=0, le=2)  # cosine distance of mean embeddings

@@ -111,7 +111,7 @@ def test_the_answer_loss_is_transformers_own_loss_on_the_answer_tokens(architect
         ours = answer_loss(model, examples, tokenizer.pad_token_id, "cpu")
         total, count = 0.0, 0
         for ids, labels in examples:
-            n = sum(label != IGNORE for label in labels) 
+            n = sum(label != IGNORE for label in labels)
             own = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
             total, count = total + float(own) * n, count + n
     assert float(ours) == pytest.approx(total / count, rel=1e-4)

@@ -133,7 +133,9 @@ def answer_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], pad
     )
     logits = out.logits[:, -keep:-1].float()  # position p predicts token p + 1: the last keep - 1 tokens
     targets = labels[:, -(keep - 1) :].to(device)
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+    )
 
 
 class Generator:

@@ -17,6 +17,8 @@ from variantlab.stages.context import StageContext
 
 LATENCY_SAMPLES = 30  # single sentences timed for the batch-1 latency
 LATENCY_BATCHES = 8  # batches of 32 timed for the batch-32 latency
+LATENCY_BUDGET_S = 5.0  # a slow model (an LLM writing answers) stops sooner, after at least LATENCY_MIN calls
+LATENCY_MIN = 5
 CALIBRATION_BINS = 10
 BEHAVIOUR_CASES = 60  # per check
 
@@ -30,14 +32,19 @@ def _percentiles(times: list[float], prefix: str) -> dict[str, float]:
     }
 
 
-def latency_ms(model: Any, texts: list[str], *, batch: int, repeats: int) -> dict[str, float]:
-    """Milliseconds per ``predict`` call on ``batch`` sentences (median and 95th percentile), after a warm-up."""
+def latency_ms(
+    model: Any, texts: list[str], *, batch: int, repeats: int, budget_s: float = LATENCY_BUDGET_S
+) -> dict[str, float]:
+    """Milliseconds per ``predict`` call on ``batch`` sentences (median and 95th percentile), after a warm-up:
+    ``repeats`` calls, or as many as fit in ``budget_s`` seconds (at least ``LATENCY_MIN``)."""
     import pandas as pd
 
-    times = []
+    times: list[float] = []
     with timing.compute():
         model.predict(pd.DataFrame({"text": texts[:batch]}))
         for i in range(repeats):
+            if len(times) >= LATENCY_MIN and sum(times) > budget_s * 1000:
+                break
             chunk = [texts[(i * batch + j) % len(texts)] for j in range(batch)]
             started = time.perf_counter()
             model.predict(pd.DataFrame({"text": chunk}))
