@@ -161,3 +161,28 @@ def test_a_tiny_decoder_fine_tuned_on_a_mapping_learns_it_and_where_its_answers_
     comparison = report["comparison"]
     assert comparison["test"] == "wilcoxon" and comparison["ci_low"] > 0 and comparison["p_value"] < 0.01
     assert comparison["delta"] == pytest.approx(sft["exact_match"] - copy["exact_match"], abs=1e-6)
+
+
+def test_fine_tuning_an_encoder_on_a_generation_task_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_stages: None
+) -> None:
+    import yaml
+
+    from tests.helpers import make_tiny_bert
+    from variantlab.config import load_params
+    from variantlab.errors import ConfigError
+    from variantlab.stages import ingest, prepare, train, validate
+    from variantlab.stages.context import StageContext
+
+    project = _project(tmp_path, {"copy": {"kind": "copy"}})
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["models"]["bert"] = {"source": f"path:{tmp_path / 'bert'}", "sha256": make_tiny_bert(tmp_path / "bert")}
+    params["variants"]["bert-lora"] = {"kind": "lora", "model": "bert", "lora": {"target_modules": ["query"]}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(project)
+    loaded = load_params(project / "params.yaml")
+    for stage in (ingest, validate, prepare):
+        assert stage.run(StageContext(project, loaded)) == 0
+    with pytest.raises(ConfigError, match="model 'bert' is an encoder and cannot write answers"):
+        train.run(StageContext(project, loaded, "bert-lora"))
+    assert not (project / "models/bert-lora").exists() and not (project / "metrics/train/bert-lora.json").exists()

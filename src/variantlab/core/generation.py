@@ -11,6 +11,7 @@ exactly what ``Generator`` asks it for. The same spec is saved with the model.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -159,7 +160,9 @@ class Generator:
         extra: dict[str, Any] = {"stop_strings": self.spec.stop, "tokenizer": self.tokenizer} if self.spec.stop else {}
         was_training = self.model.training
         self.model.eval()
-        with torch.inference_mode(), grouped_query_attention(self.model, device):
+        with torch.inference_mode(), grouped_query_attention(self.model, device), warnings.catch_warnings():
+            # transformers 5 asks itself a deprecated question (is_gradient_checkpointing) in generate: noise
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             out = self.model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),

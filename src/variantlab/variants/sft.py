@@ -93,13 +93,9 @@ def _network(kind: FinetuneKind, device: str) -> Any:
 
 
 def fit_sft(kind: FinetuneKind, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
-    import warnings
-
     import mlflow
     import torch
 
-    # peft asks transformers 5 a deprecated question on every generate call: noise, not a problem of the user's
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     from variantlab.core.classifier import count_parameters
     from variantlab.core.generation import Generator, answer_loss
     from variantlab.core.training import LoopSettings, resolve_device, train_loop
