@@ -367,3 +367,22 @@ def raw_sentences(n: int = 90, seed: int = 0) -> pd.DataFrame:
 
     frame = tiny_sentences(n, seed).rename(columns={"rating": "value"}).assign(label=pd.NA)
     return with_labels(frame[list(RAW_COLUMNS)].astype(RAW_DTYPES), default_params())
+
+
+def run_stages(project: Path, names: list[str], *, leaderboard: bool = True, promote: bool = False) -> Any:
+    """ingest, validate, prepare, then train and evaluate each variant of ``names``, compare (``leaderboard``) and
+    promote, in this process, as `dvc repro` runs them; each must succeed. Returns the params."""
+    from variantlab.config import load_params
+    from variantlab.stages import compare, evaluate, ingest, prepare, train, validate
+    from variantlab.stages import promote as promote_stage
+    from variantlab.stages.context import StageContext
+
+    params = load_params(project / "params.yaml")
+    for stage in (ingest, validate, prepare):
+        assert stage.run(StageContext(project, params)) == 0
+    for name in names:
+        assert train.run(StageContext(project, params, name)) == 0, name
+        assert evaluate.run(StageContext(project, params, name)) == 0, name
+    assert not leaderboard or compare.run(StageContext(project, params)) == 0
+    assert not promote or promote_stage.run(StageContext(project, params)) == 0
+    return params

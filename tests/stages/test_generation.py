@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import make_tiny_decoder, tiny_project
+from tests.helpers import make_tiny_decoder, run_stages, tiny_project
 
 GENERATION_TASK = {"kind": "generation", "max_target_chars": 40}
 TEXT_VARIANTS: dict[str, Any] = {
@@ -67,23 +67,6 @@ def _project(tmp_path: Path, variants: dict[str, Any], data: pd.DataFrame | None
     return project
 
 
-def _stages(project: Path, names: list[str], *, promote: bool = False) -> Any:
-    from variantlab.config import load_params
-    from variantlab.stages import compare, evaluate, ingest, prepare, train, validate
-    from variantlab.stages import promote as promote_stage
-    from variantlab.stages.context import StageContext
-
-    params = load_params(project / "params.yaml")
-    for stage in (ingest, validate, prepare):
-        assert stage.run(StageContext(project, params)) == 0
-    for name in names:
-        assert train.run(StageContext(project, params, name)) == 0, name
-        assert evaluate.run(StageContext(project, params, name)) == 0, name
-    assert compare.run(StageContext(project, params)) == 0
-    assert not promote or promote_stage.run(StageContext(project, params)) == 0
-    return params
-
-
 def test_generation_variants_are_scored_on_what_they_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_stages: None
 ) -> None:
@@ -92,7 +75,7 @@ def test_generation_variants_are_scored_on_what_they_write(
 
     project = _project(tmp_path, TEXT_VARIANTS)
     monkeypatch.chdir(project)
-    _stages(project, list(TEXT_VARIANTS))
+    run_stages(project, list(TEXT_VARIANTS))
     board = pd.read_csv(project / "reports/leaderboard.csv").set_index("variant")
     assert set(board.index) == set(TEXT_VARIANTS)
     # copy writes the input: right on palindromes only, and as long as the target
@@ -147,7 +130,7 @@ def test_a_tiny_decoder_fine_tuned_on_a_mapping_learns_it_and_where_its_answers_
         tmp_path, variants, data=digit_pairs(800), promotion={"metric": "exact_match", "baseline": "copy"}
     )
     monkeypatch.chdir(project)
-    _stages(project, list(variants), promote=True)
+    run_stages(project, list(variants), promote=True)
     copy, sft = read_json(project / "metrics/eval/copy.json"), read_json(project / "metrics/eval/sft.json")
     assert copy["exact_match"] < 0.2
     assert sft["exact_match"] > copy["exact_match"] + 0.5, sft

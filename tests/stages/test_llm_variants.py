@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.helpers import DELETE, make_tiny_decoder, tiny_project, tiny_sentences
+from tests.helpers import DELETE, make_tiny_decoder, run_stages, tiny_project, tiny_sentences
 
 LLM_VARIANTS: dict[str, Any] = {
     "llm-zero-shot": {"kind": "prompt", "model": "llm", "calibrate": True, "words": {"neutral": "plain"}},
@@ -37,21 +37,6 @@ def _project(tmp_path: Path, variants: dict[str, Any], **extra: Any) -> tuple[Pa
     return project, sha
 
 
-def _stages(project: Path, names: list[str], *, leaderboard: bool = True) -> Any:
-    from variantlab.config import load_params
-    from variantlab.stages import compare, evaluate, ingest, prepare, train, validate
-    from variantlab.stages.context import StageContext
-
-    params = load_params(project / "params.yaml")
-    for stage in (ingest, validate, prepare):
-        assert stage.run(StageContext(project, params)) == 0
-    for name in names:
-        assert train.run(StageContext(project, params, name)) == 0, name
-        assert evaluate.run(StageContext(project, params, name)) == 0, name
-    assert not leaderboard or compare.run(StageContext(project, params)) == 0
-    return params
-
-
 def test_prompted_and_adapted_llms_run_beside_the_baseline_with_their_costs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_stages: None
 ) -> None:
@@ -60,7 +45,7 @@ def test_prompted_and_adapted_llms_run_beside_the_baseline_with_their_costs(
 
     project, _ = _project(tmp_path, LLM_VARIANTS)
     monkeypatch.chdir(project)
-    _stages(project, ["tfidf-logreg", *LLM_VARIANTS])
+    run_stages(project, ["tfidf-logreg", *LLM_VARIANTS])
     board = pd.read_csv(project / "reports/leaderboard.csv").set_index("variant")
     assert set(board.index) == {"tfidf-logreg", *LLM_VARIANTS}
     for name in LLM_VARIANTS:
@@ -120,7 +105,7 @@ def test_a_regression_head_on_a_decoder_and_prompt_refused_on_regression(
     variants = {"llm-lora": LLM_VARIANTS["llm-lora"], "llm-zero-shot": {"kind": "prompt", "model": "llm"}}
     project, _ = _project(tmp_path, variants, task=regression, promotion={"baseline": None, "metric": "mae"})
     monkeypatch.chdir(project)
-    _stages(project, ["llm-lora"], leaderboard=False)
+    run_stages(project, ["llm-lora"], leaderboard=False)
     answers = load_pyfunc(str(project / "models/llm-lora")).predict(pd.DataFrame({"text": ["the film was awful"]}))
     assert answers.dtype.kind == "f"
     params = load_params(project / "params.yaml")

@@ -144,7 +144,7 @@ class PromptKind(VariantKind):
         from variantlab.core.decoder import load_causal_lm
         from variantlab.core.generation import Generator, pick_pairs, render
         from variantlab.core.training import resolve_device
-        from variantlab.io.models import generator_model_kwargs, stage_prompt_artifacts
+        from variantlab.io.models import generator_model_kwargs
 
         cfg, ctx = self.cfg, self.ctx
         examples = pick_pairs(train, task.target, cfg.shots, ctx.params.project.seed) if cfg.shots else []
@@ -173,27 +173,16 @@ class PromptKind(VariantKind):
             **val_stats(ctx.params.metric, value),
             "device": device,
         }
-        meta = {
-            **task.output_meta(),
-            "spec": spec.to_json(),
-            "base": base.entry.model_dump(exclude_none=True),
-            "batch_size": cfg.batch_size,
-        }
-
-        def write() -> dict[str, Any]:
-            return generator_model_kwargs(stage_prompt_artifacts(workdir, meta), example_rows(train), task)
-
-        return Fitted(write, stats)
+        return self._fitted(task, base, spec, stats, generator_model_kwargs, train, workdir)
 
     def _fit_scoring(self, train: Any, val: Any, task: Task, workdir: Path) -> Fitted:
         import mlflow
-        import torch
 
         from variantlab.core.decoder import load_causal_lm
         from variantlab.core.metrics import metric_value
         from variantlab.core.prompting import PromptScorer, pick_examples, render
         from variantlab.core.training import resolve_device
-        from variantlab.io.models import prompt_model_kwargs, stage_prompt_artifacts
+        from variantlab.io.models import prompt_model_kwargs
 
         cfg, ctx = self.cfg, self.ctx
         labels = [str(label) for label in task.labels]
@@ -228,16 +217,22 @@ class PromptKind(VariantKind):
             **val_stats(ctx.params.metric, value),
             "device": device,
         }
-        if device.startswith("cuda"):
+        return self._fitted(task, base, spec, stats, prompt_model_kwargs, train, workdir)
+
+    def _fitted(
+        self, task: Task, base: Any, spec: Any, stats: dict[str, Any], kwargs: Any, train: Any, workdir: Path
+    ) -> Fitted:
+        """The model is the spec and the base's zoo entry (``kwargs``: the scoring or the generating pyfunc)."""
+        import torch
+
+        from variantlab.io.models import stage_prompt_artifacts
+
+        if str(stats.get("device", "")).startswith("cuda"):
             stats["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         meta = {
             **task.output_meta(),
             "spec": spec.to_json(),
             "base": base.entry.model_dump(exclude_none=True),
-            "batch_size": cfg.batch_size,
+            "batch_size": self.cfg.batch_size,
         }
-
-        def write() -> dict[str, Any]:
-            return prompt_model_kwargs(stage_prompt_artifacts(workdir, meta), example_rows(train), task)
-
-        return Fitted(write, stats)
+        return Fitted(lambda: kwargs(stage_prompt_artifacts(workdir, meta), example_rows(train), task), stats)
