@@ -130,7 +130,9 @@ def _lora(model: Any) -> Any:
     from variantlab.core.classifier import add_lora, lora_targets
 
     torch.manual_seed(0)
-    return add_lora(model, rank=8, alpha=16, dropout=0.0, target_modules=lora_targets(model, None), task_type="CAUSAL_LM")
+    return add_lora(
+        model, rank=8, alpha=16, dropout=0.0, target_modules=lora_targets(model, None), task_type="CAUSAL_LM"
+    )
 
 
 def training(fresh: Any, tokenizer: Any, data: list[tuple[str, str]], a: argparse.Namespace) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """``variantlab predict``: batch predictions from any MLflow model URI for a CSV or Parquet file.
 
-The output holds the input's columns plus ``predicted`` (the model's own labels, or numbers for a regression
-task; and ``p_<label>`` per label with ``--proba``); it is written
-to a temporary sibling and renamed, so an interrupted run leaves no partial file.
+The output holds the input's columns plus ``predicted`` (the model's own labels, numbers for a regression task,
+or the written answers of a generation task; and ``p_<label>`` per label with ``--proba``); it is written to a
+temporary sibling and renamed, so an interrupted run leaves no partial file.
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ class FinetuneVariant(VariantBase):
     chat_template: Literal["auto"] | bool = "auto"
     max_new_tokens: int = Field(64, ge=1, le=4096)
     stop: tuple[str, ...] = ()
+    strip: bool = True  # strip whitespace from both ends of the answer
 
     @field_validator("template")
     @classmethod

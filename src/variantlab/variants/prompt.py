@@ -47,6 +47,7 @@ class PromptVariant(VariantBase):
     # a generation task: the answer's length in tokens, and where it ends besides EOS
     max_new_tokens: int = Field(64, ge=1, le=4096)
     stop: tuple[str, ...] = ()
+    strip: bool = True  # strip whitespace from both ends of the answer
 
     @field_validator("template")
     @classmethod
@@ -108,6 +109,7 @@ class PromptKind(VariantKind):
             max_text_tokens=cfg.max_text_tokens,
             max_new_tokens=cfg.max_new_tokens,
             stop=list(cfg.stop),
+            strip=cfg.strip,
         )
         PromptFormat(tokenizer, spec)
         return base, tokenizer, spec

@@ -65,6 +65,7 @@ def _format(kind: FinetuneKind) -> tuple[Any, Any]:
         max_text_tokens=cfg.max_length,
         max_new_tokens=cfg.max_new_tokens,
         stop=list(cfg.stop),
+        strip=cfg.strip,
     )
     return tokenizer, PromptFormat(tokenizer, spec)
 
