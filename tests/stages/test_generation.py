@@ -103,6 +103,16 @@ def test_generation_variants_are_scored_on_what_they_write(
     nearest = load_pyfunc(str(project / "models/nearest")).predict(pd.DataFrame({"text": ["9 9 9"]}))
     assert nearest[0] in set(digit_pairs(160)["target"])
 
+    # `variantlab predict` writes the answers in `predicted`, as text (a "007"-like answer stays a string)
+    from variantlab.cli import main
+
+    pd.DataFrame({"text": ["1 2 3", "0 0 7"]}).to_csv(project / "in.csv", index=False)
+    assert main(["predict", "models/copy", "in.csv", "-o", "out.csv"]) == 0
+    written = pd.read_csv(project / "out.csv", dtype=str)
+    assert written["predicted"].tolist() == ["1 2 3", "0 0 7"]
+    assert main(["predict", "models/llm-few-shot", "in.csv", "-o", "few.csv"]) == 0
+    assert len(pd.read_csv(project / "few.csv", dtype=str, keep_default_na=False)["predicted"]) == 2
+
 
 def test_a_tiny_decoder_fine_tuned_on_a_mapping_learns_it_and_where_its_answers_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_stages: None
