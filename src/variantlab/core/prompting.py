@@ -123,6 +123,11 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def use_chat(tokenizer: Any, setting: str | bool) -> bool:
+    """params.yaml's ``chat_template``: ``auto`` is the model's own when it has one; true and false are asked for."""
+    return has_chat_template(tokenizer) if setting == "auto" else bool(setting)
+
+
 def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 

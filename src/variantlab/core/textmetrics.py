@@ -87,12 +87,18 @@ def _summary(scores: pd.DataFrame) -> dict[str, float]:
 
 
 def generation_metrics(
-    targets: pd.Series, outputs: pd.Series, domain: pd.Series, steps: Sequence[str]
+    targets: pd.Series,
+    outputs: pd.Series,
+    domain: pd.Series,
+    steps: Sequence[str],
+    scores: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Means over the whole test set and per domain, and corpus chrF (sacrebleu's, over all examples at once)."""
+    """Means over the whole test set and per domain, and corpus chrF (sacrebleu's, over all examples at once).
+    ``scores``: ``example_scores`` of these pairs, when the caller has them already."""
     from sacrebleu.metrics import CHRF
 
-    scores = example_scores(targets.astype(str).tolist(), outputs.astype(str).tolist(), steps)
+    if scores is None:
+        scores = example_scores(targets.astype(str).tolist(), outputs.astype(str).tolist(), steps)
     domains = domain.astype(str).to_numpy()
     per_domain = {str(name): _summary(scores[domains == name]) for name in sorted(set(domains))}
     corpus = CHRF().corpus_score(outputs.astype(str).tolist(), [targets.astype(str).tolist()]).score

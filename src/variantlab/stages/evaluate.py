@@ -138,15 +138,14 @@ def _score_generation(ctx: StageContext, task: Task, model: Any, test: Any) -> S
     import mlflow
     import pandas as pd
 
-    from variantlab.core.textmetrics import example_scores
     from variantlab.io.files import write_csv
     from variantlab.io.plots import length_png, text_scores_png
 
     variant = str(ctx.variant)
     with timing.compute():
         pred = task.answers(model.predict(test[["text"]]), test.index)
-    metrics = task.score(test, pred)
-    scores = example_scores(test["label"].astype(str).tolist(), pred.tolist(), task.normalise)  # type: ignore[attr-defined]
+    scores = task.example_scores(test, pred)  # type: ignore[attr-defined]  # the generation kind's scorer
+    metrics = task.score(test, pred, scores=scores)
     title = f"{variant}: chrF {metrics['chrf']:.1f}, exact match {metrics['exact_match']:.3f}"
     text_scores_png(scores, test["domain"].astype(str).tolist(), title, ctx.path(paths.confusion_png(variant)))
     length_png(scores["target_chars"], scores["output_chars"], variant, ctx.path(paths.reliability_png(variant)))

@@ -88,10 +88,9 @@ class PromptKind(VariantKind):
             self._spec(task, [])
 
     def _chat(self, tokenizer: Any) -> bool:
-        from variantlab.core.prompting import has_chat_template
+        from variantlab.core.prompting import use_chat
 
-        chat = self.cfg.chat_template
-        return has_chat_template(tokenizer) if chat == "auto" else bool(chat)
+        return use_chat(tokenizer, self.cfg.chat_template)
 
     def _generation_spec(self, task: Task, examples: list[tuple[str, str]]) -> tuple[Any, Any, Any]:
         from variantlab.core.decoder import load_tokenizer

@@ -53,15 +53,14 @@ def check_sft(kind: FinetuneKind, task: Task) -> Any:
 def _format(kind: FinetuneKind) -> tuple[Any, Any]:
     from variantlab.core.decoder import load_tokenizer
     from variantlab.core.generation import GenerationSpec, PromptFormat
-    from variantlab.core.prompting import has_chat_template
+    from variantlab.core.prompting import use_chat
 
     cfg, model = kind.cfg, kind.base
     tokenizer = load_tokenizer(model.directory, source=model.entry.source)
-    chat = has_chat_template(tokenizer) if cfg.chat_template == "auto" else bool(cfg.chat_template)
     spec = GenerationSpec(
         template=cfg.template,
         system=cfg.system,
-        chat=chat,
+        chat=use_chat(tokenizer, cfg.chat_template),
         max_text_tokens=cfg.max_length,
         max_new_tokens=cfg.max_new_tokens,
         stop=list(cfg.stop),

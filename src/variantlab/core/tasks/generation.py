@@ -75,9 +75,16 @@ class Generation(Task):
 
     # -- scoring ----------------------------------------------------------------------------------------------
     def score(self, truth: pd.DataFrame, predicted: pd.Series, **extra: Any) -> dict[str, Any]:
+        """``extra``: ``scores``, the per-example scores of these answers (``example_scores``), if computed."""
         from variantlab.core.textmetrics import generation_metrics
 
-        return generation_metrics(truth["label"], predicted, truth["domain"], self.normalise)
+        return generation_metrics(truth["label"], predicted, truth["domain"], self.normalise, extra.get("scores"))
+
+    def example_scores(self, truth: pd.DataFrame, predicted: pd.Series) -> pd.DataFrame:
+        """One row per example: exact match, chrF, ROUGE-L and both lengths."""
+        from variantlab.core.textmetrics import example_scores
+
+        return example_scores(truth["label"].astype(str).tolist(), predicted.astype(str).tolist(), self.normalise)
 
     def flat_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
         flat = {key: float(metrics[key]) for key in self.headline}
