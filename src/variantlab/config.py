@@ -229,6 +229,18 @@ class PromotionConfig(Strict):
     max_slice_drop: float | None = Field(0.05, ge=0)
     # Without a champion, the best variant must also provably beat this reference variant (and the floor).
     baseline: str | None = None
+    # The gain worth detecting: the power statement says how many test rows detect it, and a challenger whose
+    # interval still includes it on a test set too small to detect it is "inconclusive", not "not better".
+    # null: min_improvement when above 0, else the task's default (0.01 of a 0-1 metric, 1 chrF point, 2% of
+    # the test target's standard deviation for MAE and RMSE).
+    min_effect: float | None = Field(None, gt=0)
+    power: float = Field(0.8, gt=0, lt=1)  # the power the minimum detectable effect is stated at
+    # The top N variants on validation are each tested against the champion (or the baseline); with N > 1 the
+    # paired tests' p-values are Holm-corrected and the best-on-validation variant that passes is promoted.
+    challengers: int = Field(1, ge=1, le=20)
+    # A slice guardrail fails when its drop exceeds max_slice_drop ("point", as before) or only when that drop is
+    # also significant (its paired interval lies wholly below zero: "significant").
+    slice_rule: Literal["point", "significant"] = "point"
 
 
 class FeedbackConfig(Strict):
@@ -261,6 +273,10 @@ class ServeConfig(Strict):
     max_batch: int = Field(64, ge=1)  # rows per model call; 1 answers one request at a time
     poll_s: float = Field(5.0, gt=0)  # how often the service checks where @champion points
     log_flush_ms: float = Field(50.0, gt=0)  # predictions are written in batches at most this old
+    # Share of requests the @challenger also answers, off the request path (0: no shadow). Its answers go to the
+    # prediction log only, never to clients; GET /feedback/queue lists where the two disagree.
+    shadow_share: float = Field(0.0, ge=0, le=1)
+    shadow_queue: int = Field(256, ge=1)  # requests waiting for the shadow; beyond it, work is dropped and counted
 
 
 class FeedbackExportConfig(Strict):

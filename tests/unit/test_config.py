@@ -152,3 +152,21 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 def test_unknown_variant_name() -> None:
     with pytest.raises(ConfigError, match="unknown variant 'nope'"):
         load_params(REPO / "params.yaml").variant("nope")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("promotion", "power", 1.0),
+        ("promotion", "power", 0),
+        ("promotion", "min_effect", -0.1),
+        ("promotion", "slice_rule", "median"),
+        ("serve", "shadow_share", 1.5),
+        ("serve", "shadow_share", -0.1),
+    ],
+)
+def test_power_and_shadow_settings_out_of_range_name_their_key(section: str, key: str, value: object) -> None:
+    raw = shipped()
+    raw.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}"):
+        parse_params(raw)

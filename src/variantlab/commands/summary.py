@@ -80,6 +80,23 @@ def decision_sentence(report: dict[str, Any]) -> str:
     return f"{variant} {verdict}: {reason}."
 
 
+def power_line(report: dict[str, Any]) -> str | None:
+    """What the test set could detect: the minimum detectable effect and the rows that would settle it."""
+    power = report.get("power")
+    if not power:
+        return None
+    metric = report.get("metric", "metric")
+    line = (
+        f"Verdict: {report.get('verdict', '?')}. With {power['n']} test rows the smallest {metric} gain detectable "
+        f"at {power['power']:.0%} power is {power['mde']:.4f}"
+    )
+    if power.get("rows_needed") is not None:
+        line += f"; detecting {power['min_effect']:g} needs {power['rows_needed']} rows"
+        if power.get("more_rows_needed"):
+            line += f" ({power['more_rows_needed']} more)"
+    return line + "."
+
+
 def champion_line(report: dict[str, Any]) -> str:
     name, version = report.get("registered_model"), report.get("champion_after")
     return f"Champion: {name}@champion = version {version}" if version else f"Champion: none yet ({name})"
@@ -121,7 +138,9 @@ def print_summary(root: Path, *, full: bool = False, console: Any = None) -> boo
     console.print(title, style="bold")
     console.print(full_table(board) if full else leaderboard_table(board))
     if report is not None:
-        console.print(decision_sentence(report))
+        console.print(decision_sentence(report), soft_wrap=False)  # wrapped to the terminal's width
+        if (line := power_line(report)) is not None:
+            console.print(line, soft_wrap=False)
         console.print(champion_line(report))
     if not full:
         console.print(f"Every column: variantlab status --full (or {paths.LEADERBOARD_CSV}, {paths.PROMOTION_REPORT})")

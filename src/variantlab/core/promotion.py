@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from variantlab.core.power import PowerStatement, statement
 from variantlab.core.statistics import PairedComparison
+
+PROMOTED, NOT_BETTER, INCONCLUSIVE = "promoted", "not better", "inconclusive"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,10 @@ class Policy:
     max_model_size_mb: float | None = None
     max_slice_drop: float | None = None
     higher_is_better: bool = True  # of the metric and of every slice score
+    min_effect: float = 0.01  # the gain worth detecting: what the power statement and "inconclusive" are about
+    min_effect_source: str = "default"
+    power: float = 0.8
+    slice_rule: str = "point"  # "significant": a slice fails only when its drop is also significant
 
     def reaches_floor(self, score: float) -> bool:
         if self.floor is None:
@@ -73,12 +80,48 @@ class Decision:
     failed: list[str] = field(default_factory=list)
     reference: Scored | None = None
     checks: list[Check] = field(default_factory=list)
+    verdict: str = ""  # promoted, not better, or inconclusive
+    power: PowerStatement | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.power is not None:
+            out["power"]["detectable"] = self.power.detectable
+            out["power"]["more_rows_needed"] = self.power.more_rows
+        return out
 
 
-def guardrail_checks(challenger: Scored, champion: Scored | None, policy: Policy) -> list[tuple[Check, str]]:
+def _slice_check(
+    name: str, before: float, after: float, policy: Policy, test: PairedComparison | None
+) -> tuple[Check, str]:
+    """One slice guardrail: is the drop larger than max_slice_drop (point), and is it significant (its paired
+    interval lies wholly on the worse side of zero)? ``slice_rule`` says which counts."""
+    assert policy.max_slice_drop is not None
+    sign = 1.0 if policy.higher_is_better else -1.0
+    drop = sign * (before - after)
+    worse = "drops" if policy.higher_is_better else "rises"
+    large = drop > policy.max_slice_drop
+    significant = None if test is None else bool(test.ci_high < 0)
+    detail = f"champion {before:.4f} -> {after:.4f}"
+    if test is not None:
+        detail += (
+            f"; change {test.delta:+.4f}, {test.confidence:.0%} CI [{test.ci_low:+.4f}, {test.ci_high:+.4f}] "
+            f"on {test.n} rows; drop larger than {policy.max_slice_drop:g}: {'yes' if large else 'no'}; "
+            f"significant: {'yes' if significant else 'no'}"
+        )
+    failed = large and (policy.slice_rule == "point" or significant is not False)
+    check = Check(f"slice:{name}", drop, policy.max_slice_drop, "<=", not failed, detail)
+    why = f"{name} {worse} {before:.4f} -> {after:.4f} (more than {policy.max_slice_drop:g}"
+    why += ", significantly)" if policy.slice_rule == "significant" and significant else ")"
+    return check, why
+
+
+def guardrail_checks(
+    challenger: Scored,
+    champion: Scored | None,
+    policy: Policy,
+    slice_tests: dict[str, PairedComparison] | None = None,
+) -> list[tuple[Check, str]]:
     """Latency, size and every slice, each with the failure message it gives when it fails."""
     out = [
         (
@@ -90,8 +133,6 @@ def guardrail_checks(challenger: Scored, champion: Scored | None, policy: Policy
             f"model size {challenger.model_size_mb or 0:.1f} MB > {policy.max_model_size_mb or 0:g} MB",
         ),
     ]
-    sign = 1.0 if policy.higher_is_better else -1.0
-    worse = "drops" if policy.higher_is_better else "rises"
     if champion is None or policy.max_slice_drop is None:
         why = "no champion to compare with" if champion is None else "promotion.max_slice_drop is null"
         for name in sorted(challenger.slices):
@@ -99,14 +140,18 @@ def guardrail_checks(challenger: Scored, champion: Scored | None, policy: Policy
         return out
     for name, before in sorted(champion.slices.items()):
         after = challenger.slices.get(name, 0.0 if policy.higher_is_better else float("inf"))
-        drop = sign * (before - after)
-        check = _check(f"slice:{name}", drop, policy.max_slice_drop, "<=", f"champion {before:.4f} -> {after:.4f}")
-        out.append((check, f"{name} {worse} {before:.4f} -> {after:.4f} (more than {policy.max_slice_drop:g})"))
+        out.append(_slice_check(name, before, after, policy, (slice_tests or {}).get(name)))
     return out
 
 
-def guardrail_failures(challenger: Scored, champion: Scored | None, policy: Policy) -> list[str]:
-    return [message for check, message in guardrail_checks(challenger, champion, policy) if check.passed is False]
+def guardrail_failures(
+    challenger: Scored,
+    champion: Scored | None,
+    policy: Policy,
+    slice_tests: dict[str, PairedComparison] | None = None,
+) -> list[str]:
+    checks = guardrail_checks(challenger, champion, policy, slice_tests)
+    return [message for check, message in checks if check.passed is False]
 
 
 def comparison_checks(comparison: PairedComparison, policy: Policy, against: str) -> list[Check]:
@@ -121,7 +166,14 @@ def comparison_checks(comparison: PairedComparison, policy: Policy, against: str
             ">",
             f"lower {comparison.confidence:.0%} bound of the {policy.metric} gain over {against}",
         ),
-        _check("paired_p_value", comparison.p_value, alpha, "<", f"{name} test against {against}"),
+        _check(
+            "paired_p_value",
+            comparison.p_gate,
+            alpha,
+            "<",
+            f"{name} test against {against}"
+            + ("" if comparison.p_adjusted is None else f" ({comparison.correction}; raw p {comparison.p_value:.3g})"),
+        ),
         _check(
             "wins_over_losses",
             float(comparison.wins - comparison.losses),
@@ -136,10 +188,11 @@ TEST_NAMES = {"mcnemar": "McNemar", "wilcoxon": "Wilcoxon"}
 
 
 def _interval(comparison: PairedComparison, metric: str) -> str:
+    adjusted = "" if comparison.p_adjusted is None else f" ({comparison.correction} p={comparison.p_adjusted:.2g})"
     return (
         f"{metric} gain {comparison.delta:+.4f}, {comparison.confidence:.0%} CI "
         f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}], "
-        f"{TEST_NAMES.get(comparison.test, comparison.test)} p={comparison.p_value:.2g}"
+        f"{TEST_NAMES.get(comparison.test, comparison.test)} p={comparison.p_value:.2g}{adjusted}"
     )
 
 
@@ -149,10 +202,56 @@ def _not_better(comparison: PairedComparison, policy: Policy, against: str) -> s
     alpha = 1 - comparison.confidence
     if comparison.ci_low <= policy.min_improvement:
         return f"not provably better than {against}: {interval}; the lower bound must exceed {policy.min_improvement:g}"
-    if comparison.p_value >= alpha or comparison.wins <= comparison.losses:
+    if comparison.p_gate >= alpha or comparison.wins <= comparison.losses:
         name = TEST_NAMES.get(comparison.test, comparison.test)
         return f"not provably better than {against}: {interval}; {name} p must be below {alpha:.2g} with more wins"
     return None
+
+
+def verdict_of(
+    promote: bool, comparison: PairedComparison | None, power: PowerStatement | None, evidence_failed: bool
+) -> str:
+    """promoted; inconclusive (the interval still holds a gain of min_effect, but this test set could not detect
+    it); or not better (the interval rules such a gain out, the floor or a guardrail fails, or it is the champion)."""
+    if promote:
+        return PROMOTED
+    if (
+        evidence_failed
+        and comparison is not None
+        and power is not None
+        and comparison.ci_high >= power.min_effect
+        and not power.detectable
+    ):
+        return INCONCLUSIVE
+    return NOT_BETTER
+
+
+def _finish(
+    promote: bool,
+    reason: str,
+    challenger: Scored,
+    champion: Scored | None,
+    comparison: PairedComparison | None,
+    failures: list[str],
+    reference: Scored | None,
+    checks: list[Check],
+    policy: Policy,
+    evidence_failed: bool,
+) -> Decision:
+    power = None
+    if comparison is not None:
+        power = statement(comparison, min_effect=policy.min_effect, source=policy.min_effect_source, power=policy.power)
+    verdict = verdict_of(promote, comparison, power, evidence_failed)
+    if verdict == INCONCLUSIVE and power is not None:
+        reason = (
+            f"{reason}; inconclusive: the interval still includes a gain of {policy.min_effect:g}, which this test "
+            f"set cannot detect ({power.sentence(policy.metric)}: about {power.more_rows} more labelled rows)"
+        )
+    elif power is not None:
+        reason = f"{reason}; {power.sentence(policy.metric)}"
+    return Decision(
+        promote, reason, policy.metric, challenger, champion, comparison, failures, reference, checks, verdict, power
+    )
 
 
 def decide(
@@ -161,16 +260,19 @@ def decide(
     comparison: PairedComparison | None,
     policy: Policy,
     reference: Scored | None = None,
+    slice_tests: dict[str, PairedComparison] | None = None,
 ) -> Decision:
     """Both scores must come from the same frozen test set (the caller re-scores the champion).
 
     Without a champion, ``comparison`` (if given) is against ``reference``, the baseline variant: the first
-    champion must clear the floor and provably beat the baseline.
+    champion must clear the floor and provably beat the baseline. ``slice_tests``: each guarded slice's paired
+    comparison against the champion (its change with an interval).
     """
-    guards = guardrail_checks(challenger, champion, policy)
+    guards = guardrail_checks(challenger, champion, policy, slice_tests)
     failures = [message for check, message in guards if check.passed is False]
     checks = [check for check, _ in guards]
     metric = policy.metric
+    evidence_failed = False
     if champion is None:
         checks.insert(
             0,
@@ -193,6 +295,7 @@ def decide(
             checks[1:1] = comparison_checks(comparison, policy, against)
             if (why := _not_better(comparison, policy, against)) is not None:
                 failures.insert(0, why)
+                evidence_failed = True
             evidence += f"; beats {against}: {_interval(comparison, metric)}"
     else:
         if champion.test_sha256 != challenger.test_sha256:
@@ -206,6 +309,7 @@ def decide(
                 champion,
                 comparison,
                 ["already champion"],
+                verdict=NOT_BETTER,
             )
         if comparison is None:
             raise ValueError("a champion needs a paired comparison")
@@ -213,9 +317,19 @@ def decide(
         checks[0:0] = comparison_checks(comparison, policy, against)
         if (why := _not_better(comparison, policy, against)) is not None:
             failures.insert(0, why)
+            evidence_failed = True
         evidence = f"beats {against}: {_interval(comparison, metric)}"
     if failures:
-        return Decision(
-            False, "; ".join(failures), metric, challenger, champion, comparison, failures, reference, checks
+        return _finish(
+            False,
+            "; ".join(failures),
+            challenger,
+            champion,
+            comparison,
+            failures,
+            reference,
+            checks,
+            policy,
+            evidence_failed,
         )
-    return Decision(True, evidence, metric, challenger, champion, comparison, [], reference, checks)
+    return _finish(True, evidence, challenger, champion, comparison, [], reference, checks, policy, False)

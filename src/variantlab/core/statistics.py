@@ -28,6 +28,20 @@ class PairedComparison:
     losses: int  # ... and the other way round
     p_value: float  # the paired test's two-sided p
     test: str = "mcnemar"  # or "wilcoxon" (regression: signed-rank test of the absolute errors)
+    n: int = 0  # paired examples
+    se: float = 0.0  # the bootstrap's standard error of the difference (what the minimum detectable effect uses)
+    p_adjusted: float | None = None  # after a multiple-testing correction (Holm), when several were tested
+    correction: str = "none"
+
+    @property
+    def p_gate(self) -> float:
+        """The p-value the gate holds to alpha: the corrected one when a family of challengers was tested."""
+        return self.p_value if self.p_adjusted is None else self.p_adjusted
+
+    @property
+    def discordance(self) -> float:
+        """Share of examples where exactly one model is right (or closer): McNemar's discordance rate."""
+        return (self.wins + self.losses) / self.n if self.n else 0.0
 
 
 def _macro_f1(confusion: np.ndarray) -> np.ndarray:
@@ -45,7 +59,14 @@ def _accuracy(confusion: np.ndarray) -> np.ndarray:
     return np.asarray(trace / confusion.sum(axis=(-2, -1)))
 
 
-METRICS = {"macro_f1": _macro_f1, "accuracy": _accuracy}
+def _positive_f1(confusion: np.ndarray) -> np.ndarray:
+    """F1 of class 1 of (..., 2, 2) one-vs-rest confusion matrices: one class's F1, as a class slice reports it."""
+    tp = confusion[..., 1, 1].astype(np.float64)
+    denominator = 2 * tp + confusion[..., 0, 1] + confusion[..., 1, 0]
+    return np.asarray(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0))
+
+
+METRICS = {"macro_f1": _macro_f1, "accuracy": _accuracy, "positive_f1": _positive_f1}
 
 
 def _confusions(truth: np.ndarray, pred: np.ndarray, resamples: np.ndarray, k: int) -> np.ndarray:
@@ -79,11 +100,11 @@ def paired_comparison(
     b, c = int(np.sum(right_b & ~right_a)), int(np.sum(right_a & ~right_b))
     p = float(binomtest(min(b, c), b + c, 0.5).pvalue) if b + c else 1.0
     delta = metric_codes(truth, challenger, k, metric) - metric_codes(truth, champion, k, metric)
-    return _summary(delta, deltas, confidence, b, c, p, "mcnemar")
+    return _summary(delta, deltas, confidence, b, c, p, "mcnemar", len(truth))
 
 
 def _summary(
-    delta: float, deltas: np.ndarray, confidence: float, wins: int, losses: int, p: float, test: str
+    delta: float, deltas: np.ndarray, confidence: float, wins: int, losses: int, p: float, test: str, n: int
 ) -> PairedComparison:
     tail = (1 - confidence) / 2
     return PairedComparison(
@@ -97,6 +118,8 @@ def _summary(
         losses=losses,
         p_value=p,
         test=test,
+        n=n,
+        se=float(np.std(deltas, ddof=1)) if len(deltas) > 1 else 0.0,
     )
 
 
@@ -144,7 +167,7 @@ def paired_regression(
     ours, theirs = np.abs(challenger - truth), np.abs(champion - truth)
     wins, losses = int(np.sum(ours < theirs)), int(np.sum(ours > theirs))
     p = float(wilcoxon(ours, theirs).pvalue) if wins + losses else 1.0
-    return _summary(delta, deltas, confidence, wins, losses, p, "wilcoxon")
+    return _summary(delta, deltas, confidence, wins, losses, p, "wilcoxon", len(truth))
 
 
 def paired_scores(
@@ -164,4 +187,16 @@ def paired_scores(
     deltas = difference[resamples].mean(axis=1)
     wins, losses = int(np.sum(difference > 0)), int(np.sum(difference < 0))
     p = float(wilcoxon(challenger, champion).pvalue) if wins + losses else 1.0
-    return _summary(float(difference.mean()), deltas, confidence, wins, losses, p, "wilcoxon")
+    return _summary(float(difference.mean()), deltas, confidence, wins, losses, p, "wilcoxon", len(champion))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control), in the order given."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted

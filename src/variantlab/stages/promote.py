@@ -97,11 +97,23 @@ def _compare(ctx: StageContext, test: Any, theirs: Any, mine: Any, task: Task) -
     )
 
 
-def _decide(ctx: StageContext, current: Any, best: Candidate, baseline: Candidate | None, test: Any, task: Task) -> Any:
-    from variantlab.core.promotion import Policy, Scored, decide
+def min_effect(ctx: StageContext, task: Task, test: Any) -> tuple[float, str]:
+    """The gain worth detecting, and where it comes from."""
+    cfg = ctx.params.promotion
+    if cfg.min_effect is not None:
+        return cfg.min_effect, "promotion.min_effect"
+    if cfg.min_improvement > 0:
+        return cfg.min_improvement, "promotion.min_improvement"
+    value = task.default_min_effect(ctx.params.metric, test)
+    return value, f"the {task.kind} task's default for {ctx.params.metric}"
+
+
+def policy_of(ctx: StageContext, task: Task, test: Any) -> Any:
+    from variantlab.core.promotion import Policy
 
     cfg = ctx.params.promotion
-    policy = Policy(
+    effect, source = min_effect(ctx, task, test)
+    return Policy(
         ctx.params.metric,
         ctx.params.floor,
         cfg.min_improvement,
@@ -109,22 +121,86 @@ def _decide(ctx: StageContext, current: Any, best: Candidate, baseline: Candidat
         cfg.max_model_size_mb,
         cfg.max_slice_drop,
         task.higher_is_better(ctx.params.metric),
+        effect,
+        source,
+        cfg.power,
+        cfg.slice_rule,
     )
-    challenger = best.scored
+
+
+@dataclass
+class Gate:
+    """One gate pass: the decision about the chosen challenger, and every challenger tested with it."""
+
+    decision: Any
+    chosen: Candidate
+    family: list[dict[str, Any]]
+    correction: str
+
+
+def _holm(comparisons: list[Any]) -> tuple[list[Any], str]:
+    from dataclasses import replace
+
+    from variantlab.core.statistics import holm
+
+    if len(comparisons) < 2:
+        return comparisons, "none needed"
+    adjusted = holm([c.p_value for c in comparisons])
+    return [replace(c, p_adjusted=p, correction="Holm") for c, p in zip(comparisons, adjusted, strict=True)], "Holm"
+
+
+def _decide(
+    ctx: StageContext, current: Any, ranked: list[Candidate], baseline: Candidate | None, test: Any, task: Task
+) -> Gate:
+    """Test the challengers (best on validation first) against the champion, or with none yet against the
+    baseline; Holm-correct the family when there are several; the first (on validation) that passes is chosen."""
+    from variantlab.core.promotion import Scored, decide
+
+    policy = policy_of(ctx, task, test)
+    best = ranked[0]
+    if current is not None and any(c.scored.run_id == current.run_id for c in ranked[:1]):
+        own = Scored(best.scored.variant, best.scored.score, current.run_id, best.scored.test_sha256)
+        return Gate(decide(best.scored, own, None, policy), best, [], "none needed")
+    if current is None and baseline is None:
+        return Gate(decide(best.scored, None, None, policy), best, [], "none needed")
     if current is None:
-        if baseline is None:
-            return decide(challenger, None, None, policy)
-        comparison = _compare(ctx, test, baseline.predictions, best.predictions, task)
-        return decide(challenger, None, comparison, policy, reference=baseline.scored)
-    if current.run_id == challenger.run_id:
-        return decide(
-            challenger,
-            Scored(challenger.variant, challenger.score, current.run_id, challenger.test_sha256),
-            None,
-            policy,
-        )
-    champion, theirs = _score_champion(ctx, current, test, challenger.test_sha256, task)
-    return decide(challenger, champion, _compare(ctx, test, theirs, best.predictions, task), policy)
+        assert baseline is not None
+        reference, against = baseline.predictions, None
+    else:
+        champion, reference = _score_champion(ctx, current, test, best.scored.test_sha256, task)
+        against = champion
+    tested = [c for c in ranked if current is None or c.scored.run_id != current.run_id]
+    comparisons, correction = _holm([_compare(ctx, test, reference, c.predictions, task) for c in tested])
+    cfg = ctx.params.promotion
+    decisions = []
+    for candidate, comparison in zip(tested, comparisons, strict=True):
+        slices = None
+        if against is not None and policy.max_slice_drop is not None:
+            slices = task.slice_tests(
+                test,
+                reference,
+                candidate.predictions,
+                n_bootstrap=cfg.n_bootstrap,
+                confidence=cfg.confidence,
+                seed=ctx.params.project.seed,
+            )
+        reference_scored = None if against is not None else baseline.scored if baseline else None
+        decisions.append(decide(candidate.scored, against, comparison, policy, reference_scored, slices))
+    family = [
+        {
+            "variant": d.challenger.variant,
+            "verdict": d.verdict,
+            "delta": c.delta,
+            "ci_low": c.ci_low,
+            "ci_high": c.ci_high,
+            "p_value": c.p_value,
+            "p_adjusted": c.p_adjusted,
+            "mde": d.power.mde if d.power else None,
+        }
+        for d, c in zip(decisions, comparisons, strict=True)
+    ]
+    index = next((i for i, d in enumerate(decisions) if d.promote), 0)
+    return Gate(decisions[index], tested[index], family, correction)
 
 
 def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, decision: Any) -> tuple[str, list[Any]]:
@@ -146,6 +222,8 @@ def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, deci
         "evaluate_run_id": evaluated["mlflow_run_id"],
         "artifact_sha256": digest,
         "pipeline_run_id": os.environ.get(PARENT_ENV, ""),
+        "verdict": decision.verdict,
+        **power_tags(decision),
     }
     description = (
         f"{variant} ({trained['kind']}): trained in run {trained['mlflow_run_id']} on {trained['n_train']} "
@@ -153,7 +231,11 @@ def _register(ctx: StageContext, best: Candidate, digest: str, reason: str, deci
         f"(sha256 {evaluated['test_sha256'][:12]}, {evaluated['n_test']} texts): {metric} "
         f"{evaluated[metric]:.4f}. Pipeline run {os.environ.get(PARENT_ENV) or 'none (plain dvc repro)'}, "
         f"git commit {git_commit(ctx.root)[:12]}; the runs' inputs name the data (MLflow datasets, DVC md5s). "
-        + (f"Promoted to @champion: {reason}" if decision.promote else f"Not promoted (@challenger only): {reason}")
+        + (
+            f"Promoted to @champion: {reason}"
+            if decision.promote
+            else f"Not promoted (@challenger only; {decision.verdict}): {reason}"
+        )
     )
     version = registry.register(
         name, trained["model_uri"], run_id=trained["mlflow_run_id"], tags=tags, description=description
@@ -181,6 +263,40 @@ def selection(board: Any, metric: str) -> dict[str, Any]:
     }
 
 
+def multiple_testing(gate: Gate, comparison: Any) -> dict[str, Any]:
+    tested = len(gate.family) if gate.family else (0 if comparison is None else 1)
+    if tested > 1:
+        why = (
+            f"the top {tested} variants on the validation split were each tested on the frozen test set; Holm's "
+            "step-down correction holds the family-wise error at alpha, and the best on validation that passes "
+            "the corrected test is the one promoted"
+        )
+    else:
+        why = (
+            "one challenger, the variant ranked first on the validation split, is tested on the frozen "
+            "test set (against the champion, or with none yet against the baseline); no other variant is "
+            "tested, so there is no family of tests whose error rate needs a correction such as Holm's"
+        )
+    return {"hypotheses_tested": tested, "correction": gate.correction, "why": why, "family": gate.family}
+
+
+def power_tags(decision: Any) -> dict[str, str]:
+    """The power statement as MLflow tags (and registry version tags)."""
+    if decision.power is None:
+        return {}
+    power = decision.power
+    tags = {
+        "mde": f"{power.mde:.6f}",
+        "min_effect": f"{power.min_effect:g}",
+        "power": f"{power.power:g}",
+        "rows_needed": str(power.rows_needed) if power.rows_needed is not None else "",
+        "n_test": str(power.n),
+    }
+    if power.mcnemar_mde is not None:
+        tags["mcnemar_mde"] = f"{power.mcnemar_mde:.6f}"
+    return tags
+
+
 def _version_of(current: Any) -> str | None:
     return None if current is None else str(current.version)
 
@@ -201,24 +317,29 @@ def run(ctx: StageContext, *, dry: bool = False) -> int:
     board = pd.read_csv(ctx.path(paths.LEADERBOARD_CSV))
     best_name = str(board.iloc[0]["variant"])
     test = pd.read_parquet(ctx.path(paths.split_path("test")))
-    best = load_candidate(ctx, best_name, test, task)
+    names = [str(v) for v in board["variant"] if str(v) == best_name or str(v) != cfg.baseline][: cfg.challengers]
+    ranked = [load_candidate(ctx, variant, test, task) for variant in names]
     baseline = None
     if cfg.baseline is not None and cfg.baseline != best_name and cfg.baseline in set(board["variant"]):
         baseline = load_candidate(ctx, cfg.baseline, test, task)
     configure(ctx.root, ctx.params.project.name)
     tracked = contextlib.nullcontext() if dry else stage_run("promote", root=ctx.root, project=ctx.params.project.name)
-    digest = ""
+    digests: dict[str, str] = {}
     with tracked:
         if not dry:
             mlflow.set_tag("variant", best_name)
+        best = ranked[0]
         for attempt in range(1, MAX_ATTEMPTS + 1):
             current = registry.champion(name)
-            decision = _decide(ctx, current, best, baseline, test, task)
+            gate = _decide(ctx, current, ranked, baseline, test, task)
+            decision, best = gate.decision, gate.chosen
             version: str | None = None
             moves: list[Any] = []
             if dry or "already champion" in decision.failed:
                 break
-            digest = digest or model_digest(best.trained["model_uri"])  # once, not on every re-decision
+            uri = best.trained["model_uri"]
+            digests[uri] = digests.get(uri) or model_digest(uri)  # once, not on every re-decision
+            digest = digests[uri]
             with registry.registry_lock(name):
                 now = registry.champion(name)
                 if _version_of(now) != _version_of(current):
@@ -231,20 +352,15 @@ def run(ctx: StageContext, *, dry: bool = False) -> int:
             break
         else:
             raise TrackingError(f"@champion of '{name}' kept moving; gave up after {MAX_ATTEMPTS} tries")
+        if not dry and best.scored.variant != best_name:
+            mlflow.set_tag("variant", best.scored.variant)
         after = registry.champion(name)
         comparison = decision.comparison
         report = {
             **decision.to_json(),
             "selection": selection(board, ctx.params.metric),
-            "multiple_testing": {
-                "hypotheses_tested": 0 if comparison is None else 1,
-                "correction": "none needed",
-                "why": (
-                    "one challenger, the variant ranked first on the validation split, is tested on the frozen "
-                    "test set (against the champion, or with none yet against the baseline); no other variant is "
-                    "tested, so there is no family of tests whose error rate needs a correction such as Holm's"
-                ),
-            },
+            "verdict": decision.verdict,
+            "multiple_testing": multiple_testing(gate, comparison),
             "against": "champion" if decision.champion else ("baseline" if decision.reference else "floor"),
             "dry_run": dry,
             "attempts": attempt,
@@ -266,17 +382,24 @@ def run(ctx: StageContext, *, dry: bool = False) -> int:
                         "ci_low": comparison.ci_low,
                         "ci_high": comparison.ci_high,
                         "paired_p": comparison.p_value,
+                        **({"mde": decision.power.mde} if decision.power else {}),
                     }
                 )
-            decided = {"promoted": str(decision.promote).lower(), "reason": decision.reason[:5000]}
+            decided = {
+                "promoted": str(decision.promote).lower(),
+                "verdict": decision.verdict,
+                "reason": decision.reason[:5000],
+                **power_tags(decision),
+            }
             mlflow.set_tags(decided)
             write_json(ctx.path(paths.PROMOTION_REPORT), report)
             parent = os.environ.get(PARENT_ENV)
             if parent:  # the decision where people look first: the pipeline run, beside the leaderboard
                 attach_decision(ctx.root, parent)
-    verb = ("would promote" if dry else "promoted") if decision.promote else "not promoted"
+    verb = ("would promote" if dry else "promoted") if decision.promote else f"not promoted ({decision.verdict})"
     where = f"; report: {paths.PROMOTION_DRY_RUN}" if dry else ""
-    info(f"promote: {verb} {best_name}: {decision.reason}; {name}@champion = v{report['champion_after']}{where}")
+    variant = decision.challenger.variant
+    info(f"promote: {verb} {variant}: {decision.reason}; {name}@champion = v{report['champion_after']}{where}")
     return 0
 
 

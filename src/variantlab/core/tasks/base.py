@@ -151,6 +151,42 @@ class Task(ABC):
     ) -> Any:
         """The gate's paired comparison of two models' answers on the same rows (a ``PairedComparison``)."""
 
+    def default_min_effect(self, metric: str, test: pd.DataFrame) -> float:
+        """The gain worth detecting when params.yaml names none: one point of a 0-1 metric."""
+        return 0.01
+
+    def slice_tests(
+        self,
+        truth: pd.DataFrame,
+        theirs: pd.Series,
+        mine: pd.Series,
+        *,
+        n_bootstrap: int,
+        confidence: float,
+        seed: int,
+    ) -> dict[str, Any]:
+        """Each guarded slice's paired comparison (the change of its slice metric, with an interval): the
+        domains, on their own rows. Keys as ``slices`` names them."""
+        out: dict[str, Any] = {}
+        theirs, mine = theirs.reset_index(drop=True), mine.reset_index(drop=True)
+        frame = truth.reset_index(drop=True)
+        for domain, rows in frame.groupby(frame["domain"].astype(str)).indices.items():
+            out[f"domain/{domain}"] = self.paired_test(
+                frame.iloc[rows],
+                theirs.iloc[rows],
+                mine.iloc[rows],
+                metric=self.slice_metric,
+                n_bootstrap=n_bootstrap,
+                confidence=confidence,
+                seed=seed,
+            )
+        return out
+
+    def live_scores(self, truth: pd.DataFrame, answers: pd.Series, metric: str) -> np.ndarray:
+        """Each live answer's score against the feedback (``truth``: its ``label`` and ``value``), higher better:
+        right or wrong for labels; what the online gate's sign test compares."""
+        return (answers.astype(str).to_numpy() == truth["label"].astype(str).to_numpy()).astype(np.float64)
+
     def validation_value(self, metric: str, targets: Any, outputs: Any) -> float:
         """``metric`` of answers ``outputs`` against ``targets`` (as ``y`` holds them): a search's objective."""
         from variantlab.core.metrics import metric_value

@@ -171,6 +171,35 @@ class Classification(Task):
             seed=seed,
         )
 
+    def slice_tests(
+        self,
+        truth: pd.DataFrame,
+        theirs: pd.Series,
+        mine: pd.Series,
+        *,
+        n_bootstrap: int,
+        confidence: float,
+        seed: int,
+    ) -> dict[str, Any]:
+        """The domains' macro-F1 on their rows, and each class's F1 (one against the rest, on every row)."""
+        from variantlab.core.statistics import paired_comparison
+
+        out = super().slice_tests(truth, theirs, mine, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+        labels = truth["label"].astype(str).to_numpy()
+        a, b = theirs.astype(str).to_numpy(), mine.astype(str).to_numpy()
+        for label in self.labels:
+            out[f"class/{label}"] = paired_comparison(
+                (labels == label).astype(np.int64),
+                (a == label).astype(np.int64),
+                (b == label).astype(np.int64),
+                k=2,
+                metric="positive_f1",
+                n_bootstrap=n_bootstrap,
+                confidence=confidence,
+                seed=seed,
+            )
+        return out
+
     def check_splits(self, splits: dict[str, pd.DataFrame]) -> list[str]:
         """A class missing from a split cannot be learned (train), chosen on (val) or scored (test)."""
         counts = {name: part["label"].value_counts() for name, part in splits.items()}

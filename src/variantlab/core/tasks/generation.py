@@ -155,6 +155,16 @@ class Generation(Task):
             )
         return answer.strip(), None
 
+    def default_min_effect(self, metric: str, test: pd.DataFrame) -> float:
+        """One chrF point (chrF is 0-100); 0.01 of exact match or ROUGE-L."""
+        return 1.0 if metric == "chrf" else 0.01
+
+    def live_scores(self, truth: pd.DataFrame, answers: pd.Series, metric: str) -> np.ndarray:
+        from variantlab.core.textmetrics import per_example
+
+        targets = truth["label"].astype(str).tolist()
+        return np.asarray(per_example(metric, targets, answers.astype(str).tolist(), self.normalise), dtype=np.float64)
+
     def live_answers(self, outputs: pd.Series) -> pd.Series:
         return outputs.dropna().astype(str)
 

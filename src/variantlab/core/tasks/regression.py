@@ -144,6 +144,18 @@ class Regression(Task):
                 raise FeedbackRejected(422, f"value {value} is outside the task's range [{low:g}, {high:g}]")
         return None, float(value)
 
+    def default_min_effect(self, metric: str, test: pd.DataFrame) -> float:
+        """MAE and RMSE are in the user's units: 2% of the test target's standard deviation."""
+        if metric in self.lower_is_better:
+            spread = float(pd.to_numeric(test["value"], errors="coerce").std())
+            return 0.02 * spread if spread > 0 else 0.01
+        return 0.01
+
+    def live_scores(self, truth: pd.DataFrame, answers: pd.Series, metric: str) -> np.ndarray:
+        """Minus each answer's absolute error: the closer model wins the pair."""
+        values = pd.to_numeric(answers, errors="coerce").to_numpy(dtype=np.float64)
+        return -np.abs(values - truth["value"].to_numpy(dtype=np.float64))
+
     def live_answers(self, outputs: pd.Series) -> pd.Series:
         return pd.to_numeric(outputs, errors="coerce").dropna()
 
