@@ -17,6 +17,7 @@ def build_deployments(root: Path, cron: str = NIGHTLY_CRON) -> list[Any]:
     from prefect.schedules import Cron, Interval
 
     from pipelines.feedback import feedback_to_retrain, retrain_on_new_data
+    from pipelines.online_gate import online_gate_flow
     from pipelines.retrain import retrain
     from pipelines.search import search
 
@@ -44,6 +45,16 @@ def build_deployments(root: Path, cron: str = NIGHTLY_CRON) -> list[Any]:
             ),
             tags=["variantlab"],
         ),
+        online_gate_flow.to_deployment(
+            name="online-gate",
+            schedule=Interval(online_every_s(root), timezone=TIMEZONE),
+            parameters={"root": str(root)},
+            description=(
+                "Test @challenger against @champion on the shadowed, labelled live predictions (an always-valid "
+                "sequential test) and promote it when it passes."
+            ),
+            tags=["variantlab"],
+        ),
         search.to_deployment(
             name="search-trials",
             parameters={"root": str(root), "variant": "minilm-lora", "workers": 1},
@@ -63,3 +74,9 @@ def serve_all(root: Path, cron: str = NIGHTLY_CRON) -> None:
     from prefect import serve
 
     serve(*build_deployments(root, cron))
+
+
+def online_every_s(root: Path) -> int:
+    from variantlab.config import load_params
+
+    return round(load_params(root / "params.yaml").promotion.online_every_minutes * 60)

@@ -161,6 +161,18 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     from variantlab.stages import promote
     from variantlab.stages.context import parse_stage_args
 
+    if args.online:
+        from variantlab.commands.online import online_gate
+        from variantlab.config import load_params
+        from variantlab.io.tracking import project_root
+
+        root = project_root()
+        record = online_gate(root, load_params(root / "params.yaml"), dry=bool(args.dry_run), log_url=args.log_url)
+        return 0 if record["verdict"] else 1
+    if args.log_url:
+        from variantlab.errors import ConfigError
+
+        raise ConfigError("--log-url is for --online (the prediction log the live gate reads)")
     ctx = parse_stage_args("Register the best variant and promote it if it is provably better.", [])
     return promote.run(ctx, dry=bool(args.dry_run))
 
@@ -414,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "promote", "run the promotion gate on the current pipeline outputs", "variantlab promote --dry-run"
     )
     promote.add_argument("--dry-run", action="store_true", help="decide and report; register and move nothing")
+    promote.add_argument(
+        "--online",
+        action="store_true",
+        help="the live gate: test @challenger against @champion on the shadowed, labelled predictions "
+        "(an always-valid sequential test) and promote it when it passes",
+    )
+    promote.add_argument("--log-url", help="with --online: the prediction log (default: serve.log_url, then the env)")
     promote.set_defaults(func=_cmd_promote)
     rollback = add_command(
         sub,

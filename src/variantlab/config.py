@@ -241,6 +241,7 @@ class PromotionConfig(Strict):
     # A slice guardrail fails when its drop exceeds max_slice_drop ("point", as before) or only when that drop is
     # also significant (its paired interval lies wholly below zero: "significant").
     slice_rule: Literal["point", "significant"] = "point"
+    online_every_minutes: float = Field(60.0, gt=0)  # the online-gate deployment's schedule
 
 
 class FeedbackConfig(Strict):

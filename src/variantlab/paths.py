@@ -67,3 +67,4 @@ DRIFT_REPORT = REPORTS_DIR / "drift.json"
 LIVE_DRIFT_REPORT = REPORTS_DIR / "live_drift.json"  # served inputs against the training split
 PARETO_PNG = REPORTS_DIR / "pareto.png"
 PROMOTION_DRY_RUN = REPORTS_DIR / "promotion.dry-run.json"
+ONLINE_PROMOTION = REPORTS_DIR / "online_promotion.json"  # `variantlab promote --online`: the live gate's record

@@ -343,3 +343,108 @@ def test_the_two_serve_commands_have_distinct_names_and_the_old_one_still_works(
     out = capsys.readouterr().out
     assert ("/invocations" in out) == (argv[0] == "serve-model")
     assert ("Prefect" in out or "cron" in out) == (argv[0] != "serve-model")
+
+
+@contextmanager
+def shadow_server(registry: Registry, tmp_path: Path, **overrides: object) -> Iterator[tuple[httpx.Client, object]]:
+    app = create_app(settings(registry, tmp_path, shadow_share=1.0, **overrides))
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield client, app.state.shadow
+
+
+def metric(client: httpx.Client, name: str) -> float:
+    line = next(line for line in client.get("/metrics").text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def test_the_shadow_challenger_never_reaches_clients_and_its_disagreements_build_the_paired_table(
+    registry: Registry, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from variantlab.serving.log import PredictionLog
+
+    client_registry = mlflow.MlflowClient()
+    # texts neither version was trained on, cut short, so the two versions disagree on some of them
+    texts = [" ".join(t.split()[: max(3, len(t.split()) // 2)]) + f" {i}" for i, t in enumerate(registry.texts[:60])]
+    v1, v2 = direct(registry, "1", texts), direct(registry, "2", texts)
+    differ = {t for t, a, b in zip(texts, v1, v2, strict=True) if a != b}
+    assert 0 < len(differ) < len(texts)  # the two versions disagree on some texts, not all
+    client_registry.set_registered_model_alias(CLASSIFIER, "challenger", "2")
+    try:
+        with shadow_server(registry, tmp_path) as (client, shadow):
+            deadline = time.monotonic() + 30
+            while shadow.slot.current is None and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.05)
+            ids: dict[str, str] = {}
+            for start in range(0, len(texts), 7):  # several requests, as clients send them
+                chunk = texts[start : start + 7]
+                body = predict(client, chunk)
+                assert body["model_version"] == "1" and body["predictions"] == v1[start : start + 7]
+                ids.update(zip(body["prediction_ids"], chunk, strict=True))  # type: ignore[arg-type]
+            shadow.drain()  # type: ignore[attr-defined]
+            shadowed = rows(tmp_path, "shadow_predictions")
+            assert len(shadowed) == len(texts) and {r["model_version"] for r in shadowed} == {"2"}
+            by_text = {ids[str(r["prediction_id"])]: r for r in shadowed}
+            assert all(json.loads(str(by_text[t]["output"])) == b for t, b in zip(texts, v2, strict=True))
+            assert {t for t, r in by_text.items() if not r["agrees"]} == differ
+            assert metric(client, "variantlab_shadow_predictions_total") == len(texts)
+            assert metric(client, "variantlab_shadow_disagreement_rate") == pytest.approx(len(differ) / len(texts))
+
+            queue = client.get("/feedback/queue", params={"limit": 1000}).json()
+            assert queue["challenger_version"] == "2" and queue["count"] == len(differ)
+            assert {row["text"] for row in queue["rows"]} == differ
+            assert all(row["champion"] != row["challenger"] for row in queue["rows"])
+            for row in queue["rows"][:5]:  # feedback on disagreements leaves the queue and enters the table
+                sent = client.post("/feedback", json={"prediction_id": row["prediction_id"], "label": row["challenger"]})
+                assert sent.status_code == 201, sent.text
+            assert client.get("/feedback/queue").json()["count"] == len(differ) - 5
+            for bad in ({"limit": "0"}, {"limit": "x"}, {"limit": "5", "page": "2"}):
+                refused = client.get("/feedback/queue", params=bad)
+                assert refused.status_code == 400 and refused.json()["message"], bad
+
+            log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}")
+            table, total, disagreed = log.paired_feedback("1", "2")
+            log.engine.dispose()
+            assert (total, disagreed, len(table)) == (len(texts), len(differ), 5)
+            assert (table["label"] == table["challenger_output"]).all() and not table["agrees"].any()
+
+            # the hot switch works with a shadow loaded: @champion moves to the challenger, the shadow goes idle
+            client_registry.set_registered_model_alias(CLASSIFIER, "champion", "2")
+            deadline = time.monotonic() + 30
+            while predict(client, texts[:1])["model_version"] != "2" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            shadow.drain()  # type: ignore[attr-defined]
+            before = len(rows(tmp_path, "shadow_predictions"))
+            assert predict(client, texts[:3])["predictions"] == v2[:3]
+            shadow.drain()  # type: ignore[attr-defined]
+            assert len(rows(tmp_path, "shadow_predictions")) == before  # the same version: nothing shadowed
+    finally:
+        client_registry.set_registered_model_alias(CLASSIFIER, "champion", "1")
+        client_registry.delete_registered_model_alias(CLASSIFIER, "challenger")
+
+
+def test_a_shadow_of_another_task_is_refused_and_the_champion_keeps_serving(
+    registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    client_registry = mlflow.MlflowClient()
+    source = client_registry.get_model_version(REGRESSOR, "1").source
+    version = client_registry.create_model_version(CLASSIFIER, source=source).version  # a regressor, filed here
+    client_registry.set_registered_model_alias(CLASSIFIER, "challenger", version)
+    try:
+        with shadow_server(registry, tmp_path) as (client, shadow):
+            deadline = time.monotonic() + 30
+            while metric(client, "variantlab_shadow_refused_total") < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert metric(client, "variantlab_shadow_refused_total") >= 1
+            assert shadow.slot.current is None  # type: ignore[attr-defined]
+            body = predict(client, registry.texts[:4])
+            assert body["model_version"] == "1" and body["predictions"] == direct(registry, "1", registry.texts[:4])
+            shadow.drain()  # type: ignore[attr-defined]
+            assert rows(tmp_path, "shadow_predictions") == []
+        assert "answers a different task" in capsys.readouterr().err
+    finally:
+        client_registry.delete_registered_model_alias(CLASSIFIER, "challenger")
+        client_registry.delete_model_version(CLASSIFIER, version)

@@ -68,7 +68,7 @@ def test_served_deployments_match_prefect_yaml() -> None:
 
     declared = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
     served = {d.name: d for d in build_deployments(REPO)}
-    names = {"nightly-retrain", "retrain-on-new-data", "search-trials", "feedback-to-retrain"}
+    names = {"nightly-retrain", "retrain-on-new-data", "search-trials", "feedback-to-retrain", "online-gate"}
     assert set(served) == set(declared) == names
     for name, deployment in served.items():
         assert deployment.entrypoint.replace("\\", "/").endswith(declared[name]["entrypoint"])
@@ -78,6 +78,10 @@ def test_served_deployments_match_prefect_yaml() -> None:
     minutes = parse_params(yaml.safe_load((REPO / "params.yaml").read_text())).feedback_export.check_every_minutes
     served_every = [s.schedule.interval.total_seconds() for s in served["feedback-to-retrain"].schedules]
     assert served_every == every == [minutes * 60]
+    online = parse_params(yaml.safe_load((REPO / "params.yaml").read_text())).promotion.online_every_minutes
+    declared_online = [s["interval"] for s in declared["online-gate"]["schedules"]]
+    assert [s.schedule.interval.total_seconds() for s in served["online-gate"].schedules] == declared_online
+    assert declared_online == [online * 60]
 
 
 def test_drift_measures() -> None:

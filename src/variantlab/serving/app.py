@@ -3,7 +3,8 @@ feedback and Prometheus metrics.
 
 Routes: ``POST /invocations`` (MLflow's JSON payloads ``dataframe_split``, ``dataframe_records``, ``instances``,
 ``inputs``, optional ``params``; or CSV), ``GET /ping`` and ``/health`` (200 once a model is loaded, 503 before),
-``GET /version`` (MLflow's version, as MLflow's server answers), ``POST /feedback``, ``GET /metrics``.
+``GET /version`` (MLflow's version, as MLflow's server answers), ``POST /feedback``, ``GET /metrics``, and with a
+shadow challenger (``serve.shadow_share``) ``GET /feedback/queue``: the predictions the two models disagree on.
 
 ``/invocations`` answers MLflow's ``{"predictions": [...]}`` and adds ``model_name``, ``model_version`` and one
 ``prediction_ids`` entry per row (MLflow's clients read ``predictions`` and ignore the rest). Every response
@@ -35,6 +36,7 @@ from variantlab.core.tasks import FeedbackRejected
 from variantlab.serving.batcher import MicroBatcher
 from variantlab.serving.log import DuplicateFeedback, PredictionLog, UnknownPrediction, now
 from variantlab.serving.metrics import ServeMetrics
+from variantlab.serving.shadow import Shadow, challenger_uri
 from variantlab.serving.slot import Loaded, ModelSlot, NoModelYet
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -197,6 +199,16 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
     slot.on_switch = switched
     slot.on_failure = lambda _: metrics.load_failures.inc()
     log = log or PredictionLog(settings.log_url, flush_ms=settings.config.log_flush_ms)
+    shadow = None
+    if settings.config.shadow_share > 0 and challenger_uri(slot.uri) is not None:
+        shadow = Shadow(
+            slot,
+            log,
+            metrics,
+            share=settings.config.shadow_share,
+            max_queue=settings.config.shadow_queue,
+            poll_s=settings.config.poll_s,
+        )
     batcher = MicroBatcher(
         slot,
         window_s=settings.config.batch_window_ms / 1000,
@@ -211,15 +223,20 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
             info(f"serve-model: {settings.model_uri} points to no version yet; /ping answers 503 until it does")
         slot.start()
         batcher.start()
+        if shadow is not None:
+            await asyncio.to_thread(shadow.start)
         try:
             yield
         finally:
             await batcher.stop()
+            if shadow is not None:
+                shadow.stop()
             slot.stop()
             log.close()
 
     app = FastAPI(title="variantlab model server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.slot, app.state.log, app.state.batcher, app.state.metrics = slot, log, batcher, metrics
+    app.state.shadow = shadow
 
     def headers() -> dict[str, str]:
         loaded = slot.current
@@ -300,6 +317,8 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
             ]
         )
         metrics.predicted(len(ids))
+        if shadow is not None:
+            shadow.submit(ids, frame, answer.loaded, answer.outputs)
         answered = {
             "predictions": answer.outputs,
             "model_name": answer.loaded.name,
@@ -338,6 +357,43 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         accepted = {"prediction_id": pid, "accepted": True, "label": label, "value": value}
         return _json({k: v for k, v in accepted.items() if v is not None}, 201, headers())
 
+    async def feedback_queue(request: Request) -> Response:
+        """The shadowed predictions where champion and challenger disagree, still without feedback."""
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise Problem(400, f"'limit' must be a whole number from 1 to 1000, got '{raw}'")
+        unknown = [k for k in request.query_params if k != "limit"]
+        if unknown:
+            raise Problem(400, f"unexpected query parameter {unknown[0]!r} (expected: limit)")
+        challenger = shadow.slot.current if shadow is not None else None
+        if shadow is None:
+            raise Problem(404, "no shadow challenger: set serve.shadow_share above 0 and serve an @alias URI")
+        frame = await asyncio.to_thread(log.disagreements, int(raw), challenger.version if challenger else None)
+        current = slot.current
+        task = current.task if current else None
+
+        def answer(output: str) -> Any:
+            value = json.loads(output)
+            if task is None:
+                return value
+            answered = task.live_answers(pd.Series([value], dtype=object))
+            return answered.iloc[0] if len(answered) else value
+
+        rows = [
+            {
+                "prediction_id": row.prediction_id,
+                "created_at": row.created_at.isoformat(),
+                "text": row.text,
+                "champion_version": row.champion_version,
+                "champion": answer(row.champion_output),
+                "challenger_version": row.challenger_version,
+                "challenger": answer(row.challenger_output),
+            }
+            for row in frame.itertuples()
+        ]
+        body = {"challenger_version": challenger.version if challenger else None, "count": len(rows), "rows": rows}
+        return _json(body, headers=headers())
+
     async def prometheus(_: Request) -> Response:
         content, media = metrics.render()
         return Response(content, 200, headers=headers(), media_type=media)
@@ -348,6 +404,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         ("/version", "version", "GET", version),
         ("/invocations", "invocations", "POST", invocations),
         ("/feedback", "feedback", "POST", post_feedback),
+        ("/feedback/queue", "feedback_queue", "GET", feedback_queue),
         ("/metrics", "metrics", "GET", prometheus),
     ):
         app.add_api_route(path, observed(endpoint, handler), methods=[method], include_in_schema=False)

@@ -53,6 +53,19 @@ feedback = sa.Table(
     sa.Column("export_batch", sa.String(64), nullable=True, index=True),  # set once exported as training data
 )
 
+# What the @challenger answered to the same request (the shadow): never sent to the client.
+shadow = sa.Table(
+    "shadow_predictions",
+    metadata,
+    sa.Column("prediction_id", sa.String(32), sa.ForeignKey("predictions.id"), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("champion_version", sa.String(64), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False, index=True),  # the challenger's version
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("agrees", sa.Boolean, nullable=False, index=True),  # the two answers are the same
+    sa.Column("model_ms", sa.Float, nullable=False),
+)
+
 
 class UnknownPrediction(VariantlabError):
     pass
@@ -237,6 +250,70 @@ class PredictionLog:
                 connection.execute(
                     feedback.update().where(feedback.c.prediction_id.in_(chunk)).values(export_batch=batch)
                 )
+
+    # ---- the shadow challenger ----
+    def record_shadow(self, rows: list[dict[str, Any]]) -> None:
+        """The challenger's answers to logged predictions (flushing those first, for the foreign key)."""
+        if not rows:
+            return
+        self.flush()
+        with self.engine.begin() as connection:
+            connection.execute(shadow.insert(), rows)
+
+    def disagreements(self, limit: int, challenger_version: str | None = None) -> Any:
+        """Shadowed predictions where the two models disagree and nobody has given feedback yet, newest first:
+        only these inform McNemar's test, so this is where labelling pays (a data frame)."""
+        import pandas as pd
+
+        query = (
+            sa.select(
+                shadow.c.prediction_id,
+                predictions.c.created_at,
+                predictions.c.text,
+                predictions.c.model_version.label("champion_version"),
+                predictions.c.output.label("champion_output"),
+                shadow.c.model_version.label("challenger_version"),
+                shadow.c.output.label("challenger_output"),
+            )
+            .join(predictions, predictions.c.id == shadow.c.prediction_id)
+            .outerjoin(feedback, feedback.c.prediction_id == shadow.c.prediction_id)
+            .where(shadow.c.agrees.is_(False), feedback.c.prediction_id.is_(None))
+            .order_by(predictions.c.created_at.desc())
+            .limit(limit)
+        )
+        if challenger_version is not None:
+            query = query.where(shadow.c.model_version == challenger_version)
+        with self.engine.connect() as connection:
+            return pd.DataFrame(connection.execute(query).mappings().all(), columns=_names(query))
+
+    def paired_feedback(self, champion_version: str, challenger_version: str) -> tuple[Any, int, int]:
+        """The paired table of one champion and one challenger version: every shadowed prediction with
+        feedback (both answers and the right one), and how many were shadowed and how many disagreed in all."""
+        import pandas as pd
+
+        pair = (shadow.c.champion_version == champion_version) & (shadow.c.model_version == challenger_version)
+        query = (
+            sa.select(
+                shadow.c.prediction_id,
+                predictions.c.output.label("champion_output"),
+                shadow.c.output.label("challenger_output"),
+                shadow.c.agrees,
+                feedback.c.label,
+                feedback.c.value,
+                feedback.c.created_at,
+            )
+            .join(predictions, predictions.c.id == shadow.c.prediction_id)
+            .join(feedback, feedback.c.prediction_id == shadow.c.prediction_id)
+            .where(pair)
+            .order_by(feedback.c.created_at)
+        )
+        counts = sa.select(sa.func.count(), sa.func.sum(sa.case((shadow.c.agrees.is_(False), 1), else_=0))).where(pair)
+        with self.engine.connect() as connection:
+            frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=_names(query))
+            total, disagreed = connection.execute(counts).one()
+        for column in ("champion_output", "challenger_output"):
+            frame[column] = frame[column].map(json.loads)
+        return frame, int(total or 0), int(disagreed or 0)
 
     def recent_inputs(self, limit: int) -> Any:
         """The latest ``limit`` logged predictions with their texts and outputs (a data frame)."""

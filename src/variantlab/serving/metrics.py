@@ -45,7 +45,26 @@ class ServeMetrics:
             registry=r,
         )
         self.load_seconds = Gauge("variantlab_serve_model_load_seconds", "Load time of the served version", registry=r)
+        self.shadow_rows = Counter("variantlab_shadow_predictions", "Rows the shadow challenger answered", registry=r)
+        self.shadow_disagreements = Counter(
+            "variantlab_shadow_disagreements",
+            "Shadowed rows where challenger and champion answer differently",
+            registry=r,
+        )
+        self.shadow_rate = Gauge(
+            "variantlab_shadow_disagreement_rate", "Share of shadowed rows where the two models disagree", registry=r
+        )
+        self.shadow_dropped = Counter(
+            "variantlab_shadow_dropped", "Rows the shadow dropped because it fell behind", registry=r
+        )
+        self.shadow_errors = Counter("variantlab_shadow_errors", "Shadow model calls that failed", registry=r)
+        self.shadow_refused = Counter(
+            "variantlab_shadow_refused",
+            "Challenger versions refused at load (another task, or a load failure)",
+            registry=r,
+        )
         self._served: tuple[str, str] | None = None
+        self._shadow_counts = [0, 0]
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -69,6 +88,13 @@ class ServeMetrics:
         self._served = (loaded.name, loaded.version)
         self.model.labels(*self._served).set(1)
         self.load_seconds.set(loaded.load_seconds)
+
+    def shadowed(self, rows: int, disagreements: int) -> None:
+        self.shadow_rows.inc(rows)
+        self.shadow_disagreements.inc(disagreements)
+        self._shadow_counts[0] += rows
+        self._shadow_counts[1] += disagreements
+        self.shadow_rate.set(self._shadow_counts[1] / self._shadow_counts[0])
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -69,6 +69,8 @@ class ModelSlot:
         self.poll_s = poll_s
         self.on_switch = on_switch or (lambda _: None)
         self.on_failure: Callable[[str], None] = lambda _: None  # called with the version that failed to load
+        # asked before a loaded version is switched to: None accepts, a message refuses it (the old one stays)
+        self.accept: Callable[[Loaded], str | None] = lambda _: None
         alias = ALIAS_URI.match(uri)
         fixed = VERSION_URI.match(uri)
         self.name = alias["name"] if alias else fixed["name"] if fixed else uri
@@ -105,6 +107,9 @@ class ModelSlot:
             uri = f"models:/{self.name}/{version}" if self.alias else self.uri
             try:
                 loaded = load(uri, self.name, version)
+                refused = self.accept(loaded)
+                if refused is not None:
+                    raise VariantlabError(refused)
             except Exception as error:
                 self._failed[version] = time.monotonic()
                 self.on_failure(version)
