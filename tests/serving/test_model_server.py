@@ -396,7 +396,8 @@ def test_the_shadow_challenger_never_reaches_clients_and_its_disagreements_build
             assert {row["text"] for row in queue["rows"]} == differ
             assert all(row["champion"] != row["challenger"] for row in queue["rows"])
             for row in queue["rows"][:5]:  # feedback on disagreements leaves the queue and enters the table
-                sent = client.post("/feedback", json={"prediction_id": row["prediction_id"], "label": row["challenger"]})
+                said = {"prediction_id": row["prediction_id"], "label": row["challenger"]}
+                sent = client.post("/feedback", json=said)
                 assert sent.status_code == 201, sent.text
             assert client.get("/feedback/queue").json()["count"] == len(differ) - 5
             for bad in ({"limit": "0"}, {"limit": "x"}, {"limit": "5", "page": "2"}):

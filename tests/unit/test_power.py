@@ -47,7 +47,7 @@ def test_bootstrap_mde_detects_its_effect_at_the_stated_power() -> None:
     mde = bootstrap_mde(base.se, 0.05, 0.8)
     assert mde == pytest.approx(2.8016 * sd / np.sqrt(n), rel=0.1)
     reps, hits = 300, 0
-    for rep in range(reps):
+    for _ in range(reps):
         diff = rng.normal(mde, sd, n)
         low = np.quantile(diff[rng.integers(0, n, (400, n))].mean(axis=1), 0.025)
         hits += low > 0
