@@ -70,8 +70,9 @@ def test_summary_ranks_the_variants_with_the_tasks_metric_and_says_the_decision_
     assert rows[0].split()[2:6] == ["0.8123", "0.8311", "22.4", "412"]
     assert "rmse" not in "\n".join(lines) and "mae@north" not in "\n".join(lines)  # the full table has those
     decision = [line for line in lines if "promoted" in line]
-    assert decision == ["distil-lora-house-prices promoted to @champion: beats champion v3 on mae by 0.07, 95% CI"
-                        " [0.04, 0.1]."]  # fmt: skip
+    start = lines.index(decision[0])
+    said = " ".join(line.strip() for line in lines[start : start + 2])  # wrapped to the terminal's width
+    assert said == "distil-lora-house-prices promoted to @champion: beats champion v3 on mae by 0.07, 95% CI [0.04, 0.1]."
     assert "Champion: variantlab-houses@champion = version 4" in lines
     commands = [line.split("#")[0].strip() for line in lines if line.startswith("  variantlab")]
     assert commands == [
@@ -81,6 +82,23 @@ def test_summary_ranks_the_variants_with_the_tasks_metric_and_says_the_decision_
     ]
     table = lines[lines.index(header) : lines.index(decision[0])]
     assert all(len(line) <= 80 for line in table), table
+
+
+def test_the_decision_and_its_power_wrap_to_the_terminal_width(tmp_path: Path) -> None:
+    long_reason = (
+        "not provably better than champion minilm-lora: macro_f1 gain +0.0123, 95% CI [-0.0100, +0.0350], McNemar "
+        "p=0.21; with 300 test rows the smallest macro_f1 gain detectable at 80% power (alpha 0.05) is 0.0450"
+    )
+    power = {"n": 300, "power": 0.8, "mde": 0.045, "min_effect": 0.01, "rows_needed": 6000, "more_rows_needed": 5700}
+    report = {**PROMOTED, "promote": False, "reason": long_reason, "verdict": "inconclusive", "power": power}
+    write_reports(tmp_path, regression_board(), report)
+    for width in (80, 120):
+        lines = render(tmp_path, width=width)
+        text = " ".join(lines)
+        start = next(i for i, line in enumerate(lines) if "not promoted" in line)
+        end = next(i for i, line in enumerate(lines) if line.startswith("Champion:"))
+        assert end - start >= 3 and all(len(line) <= width for line in lines[start:end]), lines[start:end]
+        assert "Verdict: inconclusive." in text and "detecting 0.01 needs 6000 rows (5700 more)" in text
 
 
 def test_full_summary_has_every_column_of_the_leaderboard(tmp_path: Path) -> None:
