@@ -94,7 +94,7 @@ def test_the_decision_and_its_power_wrap_to_the_terminal_width(tmp_path: Path) -
     write_reports(tmp_path, regression_board(), report)
     for width in (80, 120):
         lines = render(tmp_path, width=width)
-        text = " ".join(lines)
+        text = " ".join(line.strip() for line in lines)
         start = next(i for i, line in enumerate(lines) if "not promoted" in line)
         end = next(i for i, line in enumerate(lines) if line.startswith("Champion:"))
         assert end - start >= 3 and all(len(line) <= width for line in lines[start:end]), lines[start:end]
