@@ -278,7 +278,12 @@ def _cmd_serve_model(args: argparse.Namespace) -> int:
         "batch_window_ms": cfg.batch_window_ms if args.batch_window_ms is None else args.batch_window_ms,
         "max_batch": args.max_batch or cfg.max_batch,
         "poll_s": args.poll_s or cfg.poll_s,
+        "shadow_share": cfg.shadow_share if args.shadow_share is None else args.shadow_share,
     }
+    if not 0 <= overrides["shadow_share"] <= 1:
+        from variantlab.errors import ConfigError
+
+        raise ConfigError(f"--shadow-share must be from 0 to 1, got {args.shadow_share}")
     settings = ServeSettings(uri, log_url(args.log_url or cfg.log_url, root), cfg.model_copy(update=overrides))
     serve(settings, args.host or cfg.host, cfg.port if args.port is None else args.port)
     return 0
@@ -292,8 +297,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from pipelines.deployments import NIGHTLY_CRON, serve_all
 
     info(
-        f"serving nightly-retrain ({args.cron or NIGHTLY_CRON} UTC), retrain-on-new-data, feedback-to-retrain and "
-        "search-trials; Ctrl-C to stop"
+        f"serving nightly-retrain ({args.cron or NIGHTLY_CRON} UTC), retrain-on-new-data, feedback-to-retrain, "
+        "online-gate and search-trials; Ctrl-C to stop"
     )
     serve_all(root, args.cron or NIGHTLY_CRON)
     return 0
@@ -492,6 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--max-batch", type=int, help="rows per model call (1: no micro-batching)")
     model.add_argument("--batch-window-ms", type=float, help="how long a batch waits for requests in flight")
     model.add_argument("--poll-s", type=float, help="how often to check where @champion points")
+    model.add_argument(
+        "--shadow-share",
+        type=float,
+        help="share of requests @challenger also answers, off the request path (default: serve.shadow_share; 0: off)",
+    )
     model.set_defaults(func=_cmd_serve_model)
     flows = add_command(
         sub,

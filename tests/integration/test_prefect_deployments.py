@@ -194,3 +194,100 @@ def test_served_predictions_and_feedback_retrain_a_new_champion_that_the_service
         assert service.poll() is None  # the same process: switched, not restarted
         again = trigger(weak, env, "variantlab-feedback-to-retrain/feedback-to-retrain", {"root": str(weak)})
         assert again["state"] == "COMPLETED" and "append-data" not in again["tasks"]  # nothing new waits
+
+
+REGISTER_TWO = """
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from variantlab.config import load_params
+from variantlab.core.baseline import tfidf_pipeline
+from variantlab.core.task import Classification
+from variantlab.io.models import sklearn_model_kwargs
+from variantlab.io.tracking import configure
+from variantlab.variants.tfidf import TfidfVariant
+
+root = Path.cwd()
+params = load_params(root / "params.yaml")
+configure(root, params.project.name)
+data = pd.read_csv(root / "data/external/tiny.csv")
+data["label"] = pd.cut(data["rating"], [-10, -0.5, 0.4999, 10], labels=["negative", "neutral", "positive"]).astype(str)
+task = Classification(labels=("negative", "neutral", "positive"))
+weak = data.groupby("label").head(3)  # a champion that has seen 9 texts; the challenger has seen them all
+for i, part in enumerate((weak, data), start=1):
+    pipe = tfidf_pipeline(TfidfVariant(kind="tfidf-logreg", min_df=1), task, 0)
+    pipe.fit(part[["text"]], part["label"])
+    (root / f"models-{i}").mkdir()
+    kwargs = sklearn_model_kwargs(pipe, root / f"models-{i}", data[["text"]].head(1), task)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", **kwargs)
+    mlflow.register_model(info.model_uri, params.registered_model)
+client = mlflow.MlflowClient()
+client.set_registered_model_alias(params.registered_model, "champion", "1")
+client.set_registered_model_alias(params.registered_model, "challenger", "2")
+"""
+
+
+def _metric(client: object, name: str) -> float:
+    text = client.get("/metrics").text  # type: ignore[attr-defined]
+    return float(next((line.split()[1] for line in text.splitlines() if line.startswith(name + " ")), "0"))
+
+
+def test_a_shadow_challenger_labelled_where_it_disagrees_is_promoted_by_the_online_gate_and_served(
+    deployed: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """serve with a shadow -> predictions -> feedback on the disagreements (GET /feedback/queue) -> the online-gate
+    deployment on the Prefect server -> @champion moves -> the running service answers with the new champion."""
+    import time
+
+    _, env = deployed
+    live = tiny_project(tmp_path / "live", data=tiny_sentences(240), extra={"serve": {"shadow_share": 1.0}})
+    registered = run(live, "-c", REGISTER_TWO, env=env)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    with model_server(live, "--poll-s", "0.5", log=tmp_path / "serve.log", env=env) as (client, service):
+        users = tiny_sentences(200, seed=21)
+        users["text"] = users["text"] + " truly"
+        truth = dict(zip(users["text"], users["rating"].map(_label), strict=True))
+        answered = client.post("/invocations", json={"inputs": {"text": users["text"].tolist()}}).json()
+        assert answered["model_version"] == "1"
+        deadline = time.monotonic() + 60
+        while _metric(client, "variantlab_shadow_predictions_total") < 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _metric(client, "variantlab_shadow_predictions_total") == 200
+        rate = _metric(client, "variantlab_shadow_disagreement_rate")
+        assert 0 < rate < 1
+
+        early = run(live, "-m", "variantlab.cli", "promote", "--online", env=env)  # no feedback yet: cannot tell
+        assert early.returncode == 0, early.stderr[-3000:]
+        record = json.loads((live / "reports/online_promotion.json").read_text())
+        assert record["verdict"] == "inconclusive" and record["more_disagreements_needed"] > 0, record
+        assert registry(live)["aliases"]["champion"] == "1"
+
+        queue = client.get("/feedback/queue", params={"limit": 1000}).json()
+        assert queue["count"] == round(rate * 200) > 10
+        for row in queue["rows"]:  # label only where the two disagree: that is where McNemar learns
+            sent = client.post("/feedback", json={"prediction_id": row["prediction_id"], "label": truth[row["text"]]})
+            assert sent.status_code == 201, sent.text
+
+        result = trigger(live, env, "variantlab-online-gate/online-gate", {"root": str(live)})
+        assert result["state"] == "COMPLETED", result["message"]
+        assert result["tasks"] == {"online-gate": "COMPLETED"} and "online-gate" in result["artifacts"]
+        record = json.loads((live / "reports/online_promotion.json").read_text())
+        assert record["verdict"] == "promoted" and record["wins"] > record["losses"], record
+        assert record["gain"] > 0 and "disagreement rate x" in record["gain_formula"]
+        assert "always valid" in record["method"]
+        after = registry(live)
+        assert after["aliases"]["champion"] == "2" and after["history"][-1]["action"] == "promote-online"
+
+        deadline = time.monotonic() + 60
+        version = "1"
+        while version != "2" and time.monotonic() < deadline:
+            version = client.post("/invocations", json={"inputs": {"text": ["the day was great"]}}).json()[
+                "model_version"
+            ]
+            time.sleep(0.25)
+        assert version == "2", (tmp_path / "serve.log").read_text()[-3000:]
+        assert service.poll() is None  # switched, not restarted
