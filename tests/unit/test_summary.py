@@ -72,7 +72,9 @@ def test_summary_ranks_the_variants_with_the_tasks_metric_and_says_the_decision_
     decision = [line for line in lines if "promoted" in line]
     start = lines.index(decision[0])
     said = " ".join(line.strip() for line in lines[start : start + 2])  # wrapped to the terminal's width
-    assert said == "distil-lora-house-prices promoted to @champion: beats champion v3 on mae by 0.07, 95% CI [0.04, 0.1]."
+    assert said == (
+        "distil-lora-house-prices promoted to @champion: beats champion v3 on mae by 0.07, 95% CI [0.04, 0.1]."
+    )
     assert "Champion: variantlab-houses@champion = version 4" in lines
     commands = [line.split("#")[0].strip() for line in lines if line.startswith("  variantlab")]
     assert commands == [
