@@ -208,6 +208,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
             share=settings.config.shadow_share,
             max_queue=settings.config.shadow_queue,
             poll_s=settings.config.poll_s,
+            busy=lambda: batcher.in_flight > 0,
         )
     batcher = MicroBatcher(
         slot,

@@ -2,9 +2,14 @@
 
 After the champion has answered (and its rows are queued for the log), the request's rows go into a bounded
 queue with probability ``serve.shadow_share``. One low-priority thread takes them, runs the challenger and writes
-its answers to the prediction log's ``shadow_predictions`` table, never to the client. When the queue is full
-the work is dropped and counted: the shadow may fall behind, the champion never waits for it. A challenger whose
-task differs from the champion's is refused at load (counted, one log line); the champion keeps serving.
+its answers to the prediction log's ``shadow_predictions`` table, never to the client.
+
+The shadow uses idle capacity only: it starts a model call only once no request has been in flight for
+``idle_ms``, and calls the challenger on at most ``CHUNK_ROWS`` rows at a time, so a request that arrives meanwhile
+waits for at most one small call. On a machine the champion keeps busy, the queue fills and further work is
+dropped and counted (``variantlab_shadow_dropped_total``): the shadow falls behind, the champion never waits.
+A challenger whose task differs from the champion's is refused at load (counted, one log line); the champion
+keeps serving.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +34,7 @@ from variantlab.serving.metrics import ServeMetrics
 from variantlab.serving.slot import ALIAS_URI, Loaded, ModelSlot
 
 CHALLENGER = "challenger"
+CHUNK_ROWS = 4  # rows per challenger call: the longest a request arriving meanwhile can wait behind the shadow
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class Shadow:
         share: float,
         max_queue: int,
         poll_s: float,
+        busy: Callable[[], bool] = lambda: False,
+        idle_ms: float = 5.0,
         seed: int | None = None,
     ) -> None:
         uri = challenger_uri(champion.uri)
@@ -71,6 +80,9 @@ class Shadow:
         self.log = log
         self.metrics = metrics
         self.share = share
+        self.busy = busy  # is the champion serving a request now?
+        self.idle_s = idle_ms / 1000
+        self._stopping = threading.Event()
         self._queue: queue.Queue[_Work | None] = queue.Queue(maxsize=max_queue)
         self._random = random.Random(seed)
         self._thread: threading.Thread | None = None
@@ -94,6 +106,7 @@ class Shadow:
         self._thread.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.slot.stop()
         if self._thread is not None:
             with contextlib.suppress(queue.Full):
@@ -132,13 +145,30 @@ class Shadow:
             finally:
                 self._queue.task_done()
 
+    def _wait_idle(self) -> bool:
+        """Until no request has been in flight for ``idle_s`` (False: stopping)."""
+        quiet_since = time.monotonic()
+        while not self._stopping.is_set():
+            if self.busy():
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= self.idle_s:
+                return True
+            time.sleep(0.001)
+        return False
+
     def _shadow(self, work: _Work) -> None:
         challenger = self.slot.current
         if challenger is None or challenger.version == work.champion.version:
             return
-        started = time.perf_counter()
-        outputs = run_model(challenger, work.frame, None)
-        model_ms = (time.perf_counter() - started) * 1000
+        outputs: list[Any] = []
+        model_s = 0.0
+        for start in range(0, len(work.frame), CHUNK_ROWS):
+            if not self._wait_idle():
+                return
+            started = time.perf_counter()
+            outputs += run_model(challenger, work.frame.iloc[start : start + CHUNK_ROWS], None)
+            model_s += time.perf_counter() - started
+        model_ms = model_s * 1000
         task = work.champion.task
         theirs, mine = _answer(task, work.outputs), _answer(task, outputs)
         agrees = [a == b for a, b in zip(theirs, mine, strict=True)]
