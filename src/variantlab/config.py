@@ -278,6 +278,9 @@ class ServeConfig(Strict):
     # prediction log only, never to clients; GET /feedback/queue lists where the two disagree.
     shadow_share: float = Field(0.0, ge=0, le=1)
     shadow_queue: int = Field(256, ge=1)  # requests waiting for the shadow; beyond it, work is dropped and counted
+    # The shadow starts a model call (one row) only once no request has been in flight this long: it runs on idle
+    # capacity, and a service kept busy sheds shadow work instead of slowing its clients.
+    shadow_idle_ms: float = Field(20.0, ge=0)
 
 
 class FeedbackExportConfig(Strict):

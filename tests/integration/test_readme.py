@@ -39,6 +39,10 @@ BY_TEST = {
         "test_the_two_serve_commands_have_distinct_names_and_the_old_one_still_works"
     ),
     ".venv/bin/variantlab promote --dry-run": "tests/stages/test_promotion_gate.py::promoted",
+    ".venv/bin/variantlab promote --online": (  # needs a served shadow and live feedback
+        "tests/integration/test_prefect_deployments.py::"
+        "test_a_shadow_challenger_labelled_where_it_disagrees_is_promoted_by_the_online_gate_and_served"
+    ),
     ".venv/bin/variantlab search minilm-lora --workers 2": (
         "tests/stages/test_search.py::test_two_worker_processes_share_one_study_and_no_trial_runs_twice"
     ),

@@ -208,7 +208,9 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
             share=settings.config.shadow_share,
             max_queue=settings.config.shadow_queue,
             poll_s=settings.config.poll_s,
-            busy=lambda: batcher.in_flight > 0,
+            idle=lambda: batcher.idle,
+            idle_since=lambda: batcher.idle_since,
+            idle_ms=settings.config.shadow_idle_ms,
         )
     batcher = MicroBatcher(
         slot,
@@ -270,7 +272,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
 
     async def invocations(request: Request) -> Response:
         arrived = time.perf_counter()
-        batcher.in_flight += 1
+        batcher.arrived()
         try:
             declared = request.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > settings.config.max_body_bytes:
@@ -294,7 +296,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
                     raise Problem(400, error.message.splitlines()[0]) from None
                 raise
         finally:
-            batcher.in_flight -= 1
+            batcher.left()
         ids = [uuid.uuid4().hex for _ in range(len(frame))]
         model_ms = answer.model_seconds * 1000
         latency_ms = (time.perf_counter() - arrived) * 1000

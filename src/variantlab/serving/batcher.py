@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -75,13 +76,26 @@ class MicroBatcher:
         self.on_batch = on_batch  # called with each model call's rows
         self.window_s = window_s
         self.max_batch = max_batch
-        self.in_flight = 0  # requests between arrival and answer (the app counts them)
+        self.in_flight = 0  # requests between arrival and answer (the app counts them: arrived / left)
+        self.idle = threading.Event()  # set while no request is in flight (the shadow waits on it, never polls)
+        self.idle.set()
+        self.idle_since = time.monotonic()
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._held: deque[_Item] = deque()
         self._task: asyncio.Task[None] | None = None
         # One thread runs every model call: torch's OpenMP pool belongs to the calling thread, and the default
         # executor's rotating threads would each start a pool of their own that spins against the others.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    def arrived(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def left(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle_since = time.monotonic()
+            self.idle.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")

@@ -5,8 +5,8 @@ queue with probability ``serve.shadow_share``. One low-priority thread takes the
 its answers to the prediction log's ``shadow_predictions`` table, never to the client.
 
 The shadow uses idle capacity only: it starts a model call only once no request has been in flight for
-``idle_ms``, and calls the challenger on at most ``CHUNK_ROWS`` rows at a time, so a request that arrives meanwhile
-waits for at most one small call. On a machine the champion keeps busy, the queue fills and further work is
+``serve.shadow_idle_ms``, and calls the challenger on ``CHUNK_ROWS`` row at a time, so a request that arrives
+meanwhile waits for at most one small call. On a machine the champion keeps busy, the queue fills and further work is
 dropped and counted (``variantlab_shadow_dropped_total``): the shadow falls behind, the champion never waits.
 A challenger whose task differs from the champion's is refused at load (counted, one log line); the champion
 keeps serving.
@@ -34,7 +34,7 @@ from variantlab.serving.metrics import ServeMetrics
 from variantlab.serving.slot import ALIAS_URI, Loaded, ModelSlot
 
 CHALLENGER = "challenger"
-CHUNK_ROWS = 4  # rows per challenger call: the longest a request arriving meanwhile can wait behind the shadow
+CHUNK_ROWS = 1  # rows per challenger call: the longest a request arriving meanwhile can wait behind the shadow
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,9 @@ class Shadow:
         share: float,
         max_queue: int,
         poll_s: float,
-        busy: Callable[[], bool] = lambda: False,
-        idle_ms: float = 5.0,
+        idle: Callable[[], threading.Event] | None = None,
+        idle_since: Callable[[], float] = lambda: 0.0,
+        idle_ms: float = 20.0,
         seed: int | None = None,
     ) -> None:
         uri = challenger_uri(champion.uri)
@@ -80,7 +81,10 @@ class Shadow:
         self.log = log
         self.metrics = metrics
         self.share = share
-        self.busy = busy  # is the champion serving a request now?
+        always = threading.Event()
+        always.set()
+        self.idle = idle or (lambda: always)  # set while the champion serves no request
+        self.idle_since = idle_since  # since when (time.monotonic())
         self.idle_s = idle_ms / 1000
         self._stopping = threading.Event()
         self._queue: queue.Queue[_Work | None] = queue.Queue(maxsize=max_queue)
@@ -146,14 +150,16 @@ class Shadow:
                 self._queue.task_done()
 
     def _wait_idle(self) -> bool:
-        """Until no request has been in flight for ``idle_s`` (False: stopping)."""
-        quiet_since = time.monotonic()
+        """Until no request has been in flight for ``idle_s`` (False: stopping). Waits on the batcher's event and
+        sleeps out the rest of the quiet period: no polling that would take the GIL from the request path."""
+        idle = self.idle()
         while not self._stopping.is_set():
-            if self.busy():
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= self.idle_s:
+            if not idle.wait(timeout=0.5):
+                continue
+            quiet = time.monotonic() - self.idle_since()
+            if quiet >= self.idle_s and idle.is_set():
                 return True
-            time.sleep(0.001)
+            self._stopping.wait(max(self.idle_s - quiet, 0.001))
         return False
 
     def _shadow(self, work: _Work) -> None:
