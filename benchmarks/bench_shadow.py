@@ -52,15 +52,18 @@ def settle(url: str, limit_s: float = 60) -> None:
 def blocks(servers: dict[str, Server], texts: list[str], concurrency: int, rounds: int, per: int) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {label: [] for label in servers}
     failures = dict.fromkeys(servers, 0)
+    during = 0.0  # rows the shadow answered while the block's load ran (the rest it answered once it was over)
     for block in range(rounds):
         order = list(servers) if block % 2 == 0 else list(reversed(servers))
         chunk = [texts[(block * per + i) % len(texts)] for i in range(per)]
         for label in order:
+            before = metric(servers[label].url, "variantlab_shadow_predictions_total")
             got, _, failed, _ = asyncio.run(load(servers[label].url, chunk, concurrency, per, 120))
+            during += metric(servers[label].url, "variantlab_shadow_predictions_total") - before
             latencies[label].extend(got)
             failures[label] += failed
             settle(servers[label].url)
-    return {
+    out: dict[str, Any] = {
         label: {
             "requests": len(values),
             "failed": failures[label],
@@ -69,6 +72,8 @@ def blocks(servers: dict[str, Server], texts: list[str], concurrency: int, round
         }
         for label, values in latencies.items()
     }
+    out["shadow_rows_answered_during_load"] = during
+    return out
 
 
 async def paced(url: str, texts: list[str], requests: int, think_s: float) -> list[float]:
@@ -118,6 +123,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="alternating blocks per concurrency")
     parser.add_argument("--per-block", type=int, default=60, help="requests per block")
     parser.add_argument("--out", type=Path, default=ROOT / "reports/bench/shadow.json")
+    parser.add_argument(
+        "--share", type=float, default=1.0, help="the shadow server's share (0: an A/A run that measures the noise)"
+    )
     args = parser.parse_args()
     import pandas as pd
 
@@ -134,7 +142,7 @@ def main() -> None:
         )
         servers = {
             "shadow_off": Server(store, "--poll-s", "0.5", "--shadow-share", "0"),
-            "shadow_on": Server(store, "--poll-s", "0.5", "--shadow-share", "1"),
+            "shadow_on": Server(store, "--poll-s", "0.5", "--shadow-share", str(args.share)),
         }
         try:
             for label, server in servers.items():

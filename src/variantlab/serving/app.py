@@ -208,9 +208,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
             share=settings.config.shadow_share,
             max_queue=settings.config.shadow_queue,
             poll_s=settings.config.poll_s,
-            idle=lambda: batcher.idle,
-            idle_since=lambda: batcher.idle_since,
-            idle_ms=settings.config.shadow_idle_ms,
+            quiet=lambda: batcher.quiet,
         )
     batcher = MicroBatcher(
         slot,
@@ -218,6 +216,8 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         max_batch=settings.config.max_batch,
         on_batch=metrics.batch,
     )
+    if shadow is not None:
+        batcher.quiet_s = settings.config.shadow_idle_ms / 1000
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -77,9 +77,12 @@ class MicroBatcher:
         self.window_s = window_s
         self.max_batch = max_batch
         self.in_flight = 0  # requests between arrival and answer (the app counts them: arrived / left)
-        self.idle = threading.Event()  # set while no request is in flight (the shadow waits on it, never polls)
-        self.idle.set()
-        self.idle_since = time.monotonic()
+        # Set once no request has been in flight for ``quiet_s`` (None: not tracked). An event-loop timer sets it,
+        # so a thread waiting on it (the shadow) wakes only in a quiet moment and never takes the GIL from the
+        # request path while requests come and go.
+        self.quiet_s: float | None = None
+        self.quiet = threading.Event()
+        self._quiet_timer: asyncio.TimerHandle | None = None
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._held: deque[_Item] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -88,17 +91,24 @@ class MicroBatcher:
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     def arrived(self) -> None:
+        """A request came in (called on the event loop)."""
         self.in_flight += 1
-        self.idle.clear()
+        if self.quiet_s is not None:
+            self.quiet.clear()
+            if self._quiet_timer is not None:
+                self._quiet_timer.cancel()
+                self._quiet_timer = None
 
     def left(self) -> None:
+        """A request was answered (called on the event loop)."""
         self.in_flight -= 1
-        if self.in_flight == 0:
-            self.idle_since = time.monotonic()
-            self.idle.set()
+        if self.in_flight == 0 and self.quiet_s is not None:
+            self._quiet_timer = asyncio.get_running_loop().call_later(self.quiet_s, self.quiet.set)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
+        if self.quiet_s is not None:
+            self._quiet_timer = asyncio.get_running_loop().call_later(self.quiet_s, self.quiet.set)
 
     async def _call(self, loaded: Loaded, frame: pd.DataFrame, params: dict[str, Any] | None) -> list[Any]:
         return await asyncio.get_running_loop().run_in_executor(self._model_thread, run_model, loaded, frame, params)

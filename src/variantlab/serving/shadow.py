@@ -66,9 +66,7 @@ class Shadow:
         share: float,
         max_queue: int,
         poll_s: float,
-        idle: Callable[[], threading.Event] | None = None,
-        idle_since: Callable[[], float] = lambda: 0.0,
-        idle_ms: float = 20.0,
+        quiet: Callable[[], threading.Event] | None = None,
         seed: int | None = None,
     ) -> None:
         uri = challenger_uri(champion.uri)
@@ -83,9 +81,8 @@ class Shadow:
         self.share = share
         always = threading.Event()
         always.set()
-        self.idle = idle or (lambda: always)  # set while the champion serves no request
-        self.idle_since = idle_since  # since when (time.monotonic())
-        self.idle_s = idle_ms / 1000
+        # set once the champion has served no request for serve.shadow_idle_ms (the batcher's event-loop timer)
+        self.quiet = quiet or (lambda: always)
         self._stopping = threading.Event()
         self._queue: queue.Queue[_Work | None] = queue.Queue(maxsize=max_queue)
         self._random = random.Random(seed)
@@ -150,16 +147,12 @@ class Shadow:
                 self._queue.task_done()
 
     def _wait_idle(self) -> bool:
-        """Until no request has been in flight for ``idle_s`` (False: stopping). Waits on the batcher's event and
-        sleeps out the rest of the quiet period: no polling that would take the GIL from the request path."""
-        idle = self.idle()
+        """Until the champion has been quiet for ``serve.shadow_idle_ms`` (False: stopping). Blocks on the
+        batcher's event: no polling, so this thread never takes the GIL from the request path under load."""
+        quiet = self.quiet()
         while not self._stopping.is_set():
-            if not idle.wait(timeout=0.5):
-                continue
-            quiet = time.monotonic() - self.idle_since()
-            if quiet >= self.idle_s and idle.is_set():
+            if quiet.wait(timeout=1.0):
                 return True
-            self._stopping.wait(max(self.idle_s - quiet, 0.001))
         return False
 
     def _shadow(self, work: _Work) -> None:
