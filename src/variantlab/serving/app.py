@@ -209,6 +209,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
             max_queue=settings.config.shadow_queue,
             poll_s=settings.config.poll_s,
             quiet=lambda: batcher.quiet,
+            call=lambda loaded, frame: batcher.call_blocking(loaded, frame),
         )
     batcher = MicroBatcher(
         slot,

@@ -1,8 +1,9 @@
 """The shadow challenger: ``@challenger`` answers a share of the champion's requests, off the request path.
 
 After the champion has answered (and its rows are queued for the log), the request's rows go into a bounded
-queue with probability ``serve.shadow_share``. One low-priority thread takes them, runs the challenger and writes
-its answers to the prediction log's ``shadow_predictions`` table, never to the client.
+queue with probability ``serve.shadow_share``. One thread takes them, runs the challenger (in the champion's
+model thread, between its calls) and writes its answers to the prediction log's ``shadow_predictions`` table,
+never to the client.
 
 The shadow uses idle capacity only: it starts a model call only once no request has been in flight for
 ``serve.shadow_idle_ms``, and calls the challenger on ``CHUNK_ROWS`` row at a time, so a request that arrives
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import random
 import threading
@@ -67,6 +67,7 @@ class Shadow:
         max_queue: int,
         poll_s: float,
         quiet: Callable[[], threading.Event] | None = None,
+        call: Callable[[Loaded, pd.DataFrame], list[Any]] | None = None,
         seed: int | None = None,
     ) -> None:
         uri = challenger_uri(champion.uri)
@@ -83,6 +84,8 @@ class Shadow:
         always.set()
         # set once the champion has served no request for serve.shadow_idle_ms (the batcher's event-loop timer)
         self.quiet = quiet or (lambda: always)
+        # where the challenger runs: the champion's model thread (one OpenMP team for both), or in this thread
+        self.call = call or (lambda loaded, frame: run_model(loaded, frame, None))
         self._stopping = threading.Event()
         self._queue: queue.Queue[_Work | None] = queue.Queue(maxsize=max_queue)
         self._random = random.Random(seed)
@@ -131,9 +134,6 @@ class Shadow:
             time.sleep(0.01)
 
     def _work(self) -> None:
-        # below the champion: the kernel runs the request path first (Linux: nice is per thread)
-        with contextlib.suppress(AttributeError, OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while True:
             work = self._queue.get()
             try:
@@ -165,7 +165,7 @@ class Shadow:
             if not self._wait_idle():
                 return
             started = time.perf_counter()
-            outputs += run_model(challenger, work.frame.iloc[start : start + CHUNK_ROWS], None)
+            outputs += self.call(challenger, work.frame.iloc[start : start + CHUNK_ROWS])
             model_s += time.perf_counter() - started
         model_ms = model_s * 1000
         task = work.champion.task
