@@ -68,7 +68,9 @@ def online_gate(root: Path, params: Params, *, dry: bool = False, log_url: str |
         return record
     task = _task_of(name, champion.version)
     if task is None:
-        raise ValueError(f"{name} version {champion.version} records no task; the online gate needs one")
+        from variantlab.errors import VariantlabError
+
+        raise VariantlabError(f"{name} version {champion.version} records no task; the online gate needs one")
     url = resolve_log(log_url or params.serve.log_url, root)
     log = PredictionLog(url)
     try:
