@@ -81,20 +81,19 @@ def decision_sentence(report: dict[str, Any]) -> str:
 
 
 def power_line(report: dict[str, Any]) -> str | None:
-    """What the test set could detect: the minimum detectable effect and the rows that would settle it."""
-    power = report.get("power")
-    if not power:
+    """The verdict (promoted, not better, inconclusive); for inconclusive, the rows that would settle it. The
+    minimum detectable effect itself is in the decision sentence."""
+    verdict = report.get("verdict")
+    if not verdict:
         return None
-    metric = report.get("metric", "metric")
-    line = (
-        f"Verdict: {report.get('verdict', '?')}. With {power['n']} test rows the smallest {metric} gain detectable "
-        f"at {power['power']:.0%} power is {power['mde']:.4f}"
-    )
-    if power.get("rows_needed") is not None:
-        line += f"; detecting {power['min_effect']:g} needs {power['rows_needed']} rows"
-        if power.get("more_rows_needed"):
-            line += f" ({power['more_rows_needed']} more)"
-    return line + "."
+    power = report.get("power") or {}
+    line = f"Verdict: {verdict}."
+    if verdict == "inconclusive" and power.get("more_rows_needed"):
+        line += (
+            f" About {power['more_rows_needed']} more labelled test rows ({power['rows_needed']} in all) would "
+            f"detect a gain of {power['min_effect']:g} at {power['power']:.0%} power."
+        )
+    return line
 
 
 def champion_line(report: dict[str, Any]) -> str:
