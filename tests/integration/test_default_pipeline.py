@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -73,7 +74,7 @@ def check_printed(printed: str, board: pd.DataFrame) -> None:
     if not printed:
         return
     summary = printed[printed.rindex("Variants, best first by macro_f1") :].splitlines()
-    rows = [line.split() for line in summary if line[:2].strip().isdigit()]
+    rows = [line.split() for line in summary if re.match(r"\d+\s", line)]  # rank, then the variant
     assert [row[1] for row in rows] == list(board["variant"]), summary  # one line per variant, in rank order
     assert f"{board['macro_f1'].iloc[0]:.4f}" in " ".join(rows[0])
     assert any(line.startswith(f"{board['variant'].iloc[0]} promoted to @champion: ") for line in summary), summary
