@@ -284,8 +284,48 @@ def _cmd_serve_model(args: argparse.Namespace) -> int:
         from variantlab.errors import ConfigError
 
         raise ConfigError(f"--shadow-share must be from 0 to 1, got {args.shadow_share}")
-    settings = ServeSettings(uri, log_url(args.log_url or cfg.log_url, root), cfg.model_copy(update=overrides))
-    serve(settings, args.host or cfg.host, cfg.port if args.port is None else args.port)
+    from variantlab.serving.auth import DEFAULT_FILE, TokenStore, is_loopback
+
+    host = args.host or cfg.host
+    tokens = Path(cfg.tokens_file) if cfg.tokens_file else root / DEFAULT_FILE
+    if not is_loopback(host) and not TokenStore(tokens).enabled and not args.insecure:
+        raise VariantlabError(
+            f"serve-model on {host} (beyond loopback) needs tokens: anyone who can reach it could write training "
+            f"data through /feedback. Create one with `variantlab serve-token create --scopes predict,feedback` "
+            f"({tokens}), or pass --insecure to serve it open anyway"
+        )
+    settings = ServeSettings(
+        uri,
+        log_url(args.log_url or cfg.log_url, root),
+        cfg.model_copy(update=overrides),
+        tokens=tokens,
+        loopback=is_loopback(host),
+    )
+    serve(settings, host, cfg.port if args.port is None else args.port)
+    return 0
+
+
+def _cmd_serve_token(args: argparse.Namespace) -> int:
+    from variantlab.config import load_params
+    from variantlab.io.tracking import project_root
+    from variantlab.serving import auth
+
+    root = project_root()
+    configured = load_params(root / "params.yaml").serve.tokens_file if (root / "params.yaml").is_file() else None
+    path = Path(configured) if configured else root / auth.DEFAULT_FILE
+    if args.action == "create":
+        record, token = auth.create(path, args.name or "", [s.strip() for s in (args.scopes or "").split(",") if s])
+        info(f"serve-token: created {record.id} ({', '.join(record.scopes)}) in {path}; the token, shown only now:")
+        print(token)
+    elif args.action == "revoke":
+        if not args.id:
+            raise VariantlabError("serve-token revoke needs the token's id (variantlab serve-token list)")
+        record = auth.revoke(path, args.id)
+        info(f"serve-token: revoked {record.id}; a running service refuses it within a second")
+    else:
+        for record in auth.read_records(path):
+            state = f"revoked {record.revoked_at}" if record.revoked_at else "active"
+            print(f"{record.id}  {','.join(record.scopes):24}  {state:30}  {record.created_at}  {record.name}")
     return 0
 
 
@@ -498,11 +538,30 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--batch-window-ms", type=float, help="how long a batch waits for requests in flight")
     model.add_argument("--poll-s", type=float, help="how often to check where @champion points")
     model.add_argument(
+        "--insecure", action="store_true", help="serve beyond loopback with no tokens (anyone may predict and teach)"
+    )
+    model.add_argument(
         "--shadow-share",
         type=float,
         help="share of requests @challenger also answers, off the request path (default: serve.shadow_share; 0: off)",
     )
     model.set_defaults(func=_cmd_serve_model)
+    token = add_command(
+        sub,
+        "serve-token",
+        "create, revoke or list serve-model's bearer tokens (scopes: predict, feedback, metrics)",
+        "variantlab serve-token create --scopes predict,feedback --name labelling-team",
+        description=(
+            "Tokens are kept hashed in serve.tokens_file (default .variantlab/serve-tokens.json); a running "
+            "serve-model re-reads it, so a new or revoked token takes effect without a restart. The token itself "
+            "is printed once, at creation."
+        ),
+    )
+    token.add_argument("action", choices=["create", "revoke", "list"])
+    token.add_argument("id", nargs="?", help="revoke: the token's id (variantlab serve-token list)")
+    token.add_argument("--scopes", help="create: comma-separated, from predict, feedback, metrics")
+    token.add_argument("--name", help="create: who or what holds it (shown by list)")
+    token.set_defaults(func=_cmd_serve_token)
     flows = add_command(
         sub,
         "serve-flows",

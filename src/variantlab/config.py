@@ -281,6 +281,11 @@ class ServeConfig(Strict):
     # The shadow starts a model call (one row) only once no request has been in flight this long: it runs on idle
     # capacity, and a service kept busy sheds shadow work instead of slowing its clients.
     shadow_idle_ms: float = Field(20.0, ge=0)
+    # Bearer tokens (variantlab serve-token create): null -> .variantlab/serve-tokens.json. With any active token,
+    # /feedback, /feedback/queue and /metrics need a token of that scope; /invocations too, unless on loopback
+    # while open_predict_on_loopback. Without tokens the service serves only loopback (or with --insecure).
+    tokens_file: str | None = None
+    open_predict_on_loopback: bool = True
 
 
 class FeedbackExportConfig(Strict):

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -42,6 +43,8 @@ from variantlab.serving.slot import Loaded, ModelSlot, NoModelYet
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 ERROR_CODES = {
     400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
     404: "RESOURCE_DOES_NOT_EXIST",
     409: "RESOURCE_ALREADY_EXISTS",
     413: "REQUEST_LIMIT_EXCEEDED",
@@ -61,6 +64,8 @@ class ServeSettings:
     model_uri: str
     log_url: str
     config: ServeConfig = field(default_factory=ServeConfig)
+    tokens: Path | None = None  # the token file (None: no tokens, an open service)
+    loopback: bool = True  # listening on loopback only
 
 
 class Problem(Exception):
@@ -246,10 +251,28 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         loaded = slot.current
         return {"X-Model-Version": loaded.version, "X-Model-Name": loaded.name} if loaded else {}
 
+    from variantlab.serving.auth import ENDPOINT_SCOPES, Denied, TokenStore
+
+    store = TokenStore(settings.tokens) if settings.tokens is not None else None
+    app.state.tokens = store
+
+    def authorize(endpoint: str, request: Request) -> None:
+        scope = ENDPOINT_SCOPES.get(endpoint)
+        if scope is None or store is None or not store.enabled:
+            return
+        if scope == "predict" and settings.loopback and settings.config.open_predict_on_loopback:
+            return
+        try:
+            request.state.token = store.check(request.headers, request.query_params, scope)
+        except Denied as denied:
+            metrics.auth_failures.labels(endpoint, denied.reason).inc()
+            raise Problem(denied.status, denied.message) from None
+
     def observed(endpoint: str, handler: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
             try:
+                authorize(endpoint, request)
                 response = await handler(request)
             except Problem as error:
                 response = problem_response(error, headers())

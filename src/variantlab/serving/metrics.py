@@ -63,6 +63,12 @@ class ServeMetrics:
             "Challenger versions refused at load (another task, or a load failure)",
             registry=r,
         )
+        self.auth_failures = Counter(
+            "variantlab_serve_auth_failures",
+            "Requests refused for their token (401 missing, forged, revoked or misplaced; 403 wrong scope)",
+            ["endpoint", "reason"],
+            registry=r,
+        )
         self._served: tuple[str, str] | None = None
         self._shadow_counts = [0, 0]
 

@@ -1,0 +1,120 @@
+"""serve-model's bearer tokens over real HTTP: scopes, 401 and 403 with one line each (counted), a token file that
+holds only digests, tokens created and revoked while the service runs, and the refusal to serve beyond loopback
+without tokens."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.serving.conftest import CLASSIFIER, Registry
+from tests.serving.test_model_server import settings
+from variantlab.serving import auth
+from variantlab.serving.app import ServeSettings, create_app, running
+
+
+@contextmanager
+def guarded_server(registry: Registry, tmp_path: Path, tokens: Path, *, loopback: bool) -> Iterator[httpx.Client]:
+    base = settings(registry, tmp_path)
+    app = create_app(ServeSettings(base.model_uri, base.log_url, base.config, tokens=tokens, loopback=loopback))
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_scopes_decide_who_may_predict_teach_and_scrape(registry: Registry, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    _, predictor = auth.create(tokens, "app", ["predict"])
+    _, teacher = auth.create(tokens, "labellers", ["predict", "feedback"])
+    _, scraper = auth.create(tokens, "prometheus", ["metrics"])
+    stored = tokens.read_text()
+    assert predictor not in stored and teacher not in stored and auth.digest(teacher) in stored  # digests only
+    body = {"inputs": {"text": ["a warm day"]}}
+    with guarded_server(registry, tmp_path, tokens, loopback=False) as client:
+        assert client.get("/ping").status_code == 200  # health checks need nothing
+        refused = {
+            "missing": client.post("/invocations", json=body),
+            "wrong header": client.post("/invocations", json=body, headers={"X-API-Key": predictor}),
+            "query string": client.post("/invocations", json=body, params={"token": predictor}),
+            "forged": client.post("/invocations", json=body, headers=bearer(predictor[:-4] + "AAAA")),
+            "unknown id": client.post("/invocations", json=body, headers=bearer("vl_00000000_" + "x" * 43)),
+            "not bearer": client.post("/invocations", json=body, headers={"Authorization": f"Basic {predictor}"}),
+        }
+        for case, response in refused.items():
+            assert response.status_code == 401, case
+            assert response.json()["error_code"] == "UNAUTHENTICATED" and response.json()["message"], case
+        assert "Authorization: Bearer" in refused["wrong header"].json()["message"]
+        answered = client.post("/invocations", json=body, headers=bearer(predictor))
+        assert answered.status_code == 200, answered.text
+        pid = answered.json()["prediction_ids"][0]
+        wrong_scope = client.post("/feedback", json={"prediction_id": pid, "label": "hot"}, headers=bearer(predictor))
+        assert wrong_scope.status_code == 403 and "lacks scope 'feedback'" in wrong_scope.json()["message"]
+        taught = client.post("/feedback", json={"prediction_id": pid, "label": "hot"}, headers=bearer(teacher))
+        assert taught.status_code == 201, taught.text
+        assert client.get("/metrics").status_code == 401
+        scraped = client.get("/metrics", headers=bearer(scraper))
+        assert scraped.status_code == 200
+        assert 'variantlab_serve_auth_failures_total{endpoint="invocations",reason="missing"} 1.0' in scraped.text
+        assert 'variantlab_serve_auth_failures_total{endpoint="feedback",reason="scope"} 1.0' in scraped.text
+
+        # revoked and created while the service runs: no restart
+        record = next(r for r in auth.read_records(tokens) if r.name == "app")
+        auth.revoke(tokens, record.id)
+        _, late = auth.create(tokens, "late", ["predict"])
+        deadline = time.monotonic() + 10
+        while client.post("/invocations", json=body, headers=bearer(predictor)).status_code != 401:
+            assert time.monotonic() < deadline, "the revoked token still works"
+            time.sleep(0.2)
+        revoked = client.post("/invocations", json=body, headers=bearer(predictor))
+        assert f"token {record.id} was revoked" in revoked.json()["message"]
+        assert client.post("/invocations", json=body, headers=bearer(late)).status_code == 200
+
+
+def test_on_loopback_predictions_stay_open_but_feedback_needs_a_token(registry: Registry, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    _, teacher = auth.create(tokens, "labellers", ["feedback"])
+    with guarded_server(registry, tmp_path, tokens, loopback=True) as client:
+        answered = client.post("/invocations", json={"inputs": {"text": ["a cold night"]}})
+        assert answered.status_code == 200
+        pid = answered.json()["prediction_ids"][0]
+        anonymous = client.post("/feedback", json={"prediction_id": pid, "label": "cold"})
+        assert anonymous.status_code == 401
+        assert (
+            client.post("/feedback", json={"prediction_id": pid, "label": "cold"}, headers=bearer(teacher)).status_code
+            == 201
+        )
+        again = client.post("/feedback", json={"prediction_id": pid, "label": "mild"}, headers=bearer(teacher))
+        assert again.status_code == 409  # a second correction for one prediction
+
+
+def test_serve_token_cli_and_the_refusal_to_serve_beyond_loopback_without_tokens(tmp_path: Path) -> None:
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "variantlab.cli", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+
+    refused = cli("serve-model", f"models:/{CLASSIFIER}@champion", "--host", "0.0.0.0", "--port", "0")
+    assert refused.returncode != 0 and "needs tokens" in refused.stderr and "--insecure" in refused.stderr
+    created = cli("serve-token", "create", "--scopes", "predict,feedback", "--name", "team")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("vl_")
+    stored = json.loads((tmp_path / ".variantlab/serve-tokens.json").read_text())
+    assert token not in json.dumps(stored) and stored["tokens"][0]["sha256"] == auth.digest(token)
+    bad = cli("serve-token", "create", "--scopes", "predict,admin")
+    assert bad.returncode != 0 and "scopes must be some of" in bad.stderr
+    token_id = token.split("_")[1]
+    assert cli("serve-token", "revoke", token_id).returncode == 0
+    listed = cli("serve-token", "list")
+    assert token_id in listed.stdout and "revoked" in listed.stdout
+    assert cli("serve-token", "revoke", "nope").returncode != 0
