@@ -286,6 +286,10 @@ class ServeConfig(Strict):
     # while open_predict_on_loopback. Without tokens the service serves only loopback (or with --insecure).
     tokens_file: str | None = None
     open_predict_on_loopback: bool = True
+    # Per source (a token, or the client's address without one): requests a second, bursts of one second's worth
+    # (at least 1); beyond it 429 with Retry-After. null: no limit.
+    predict_rate: float | None = Field(None, gt=0)
+    feedback_rate: float | None = Field(None, gt=0)
 
 
 class FeedbackExportConfig(Strict):

@@ -118,3 +118,53 @@ def test_serve_token_cli_and_the_refusal_to_serve_beyond_loopback_without_tokens
     listed = cli("serve-token", "list")
     assert token_id in listed.stdout and "revoked" in listed.stdout
     assert cli("serve-token", "revoke", "nope").returncode != 0
+
+
+def test_a_burst_past_the_rate_limit_gets_429_with_retry_after_and_feedback_records_its_source(
+    registry: Registry, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    tokens = tmp_path / "tokens.json"
+    record, teacher = auth.create(tokens, "labellers", ["predict", "feedback", "metrics"])
+    base = settings(registry, tmp_path, predict_rate=5.0)
+    app = create_app(ServeSettings(base.model_uri, base.log_url, base.config, tokens=tokens, loopback=False))
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        codes = [
+            client.post("/invocations", json={"inputs": {"text": ["a day"]}}, headers=bearer(teacher))
+            for _ in range(12)
+        ]
+        limited = [r for r in codes if r.status_code == 429]
+        assert 5 <= sum(r.status_code == 200 for r in codes) <= 8 and limited  # a burst of 5, then 5 a second
+        assert int(limited[0].headers["Retry-After"]) >= 1 and "serve.predict_rate" in limited[0].json()["message"]
+        time.sleep(1.0)
+        answered = client.post("/invocations", json={"inputs": {"text": ["a day"]}}, headers=bearer(teacher))
+        assert answered.status_code == 200  # the bucket refills
+        pid = answered.json()["prediction_ids"][0]
+        sent = client.post("/feedback", json={"prediction_id": pid, "label": "mild"}, headers=bearer(teacher))
+        assert sent.status_code == 201 and sent.json()["source"] == record.id
+        scraped = client.get("/metrics", headers=bearer(teacher)).text
+        assert f'variantlab_serve_rate_limited_total{{endpoint="invocations"}} {len(limited)}.0' in scraped
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'predictions.db'}")
+    with engine.connect() as connection:
+        sources = connection.execute(sa.text("SELECT source FROM feedback")).scalars().all()
+    engine.dispose()
+    assert sources == [record.id]  # the token's id, never its secret
+
+
+def test_an_older_prediction_log_gains_the_source_column_when_opened(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from variantlab.serving.log import PredictionLog
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # the feedback table as it was before provenance
+        connection.execute(
+            sa.text("CREATE TABLE feedback (prediction_id VARCHAR(32) PRIMARY KEY, created_at DATETIME)")
+        )
+    engine.dispose()
+    log = PredictionLog(url)
+    columns = {c["name"] for c in sa.inspect(log.engine).get_columns("feedback")}
+    log.engine.dispose()
+    assert "source" in columns

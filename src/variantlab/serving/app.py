@@ -48,6 +48,7 @@ ERROR_CODES = {
     404: "RESOURCE_DOES_NOT_EXIST",
     409: "RESOURCE_ALREADY_EXISTS",
     413: "REQUEST_LIMIT_EXCEEDED",
+    429: "REQUEST_LIMIT_EXCEEDED",
     415: "BAD_REQUEST",
     422: "INVALID_PARAMETER_VALUE",
     500: "INTERNAL_ERROR",
@@ -69,12 +70,13 @@ class ServeSettings:
 
 
 class Problem(Exception):
-    """A request the service refuses: one status, one message."""
+    """A request the service refuses: one status, one message (and any headers it needs, such as Retry-After)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -83,7 +85,7 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 
 def problem_response(error: Problem, headers: dict[str, str] | None = None) -> Response:
     code = ERROR_CODES.get(error.status, "BAD_REQUEST")
-    return _json({"error_code": code, "message": error.message}, error.status, headers)
+    return _json({"error_code": code, "message": error.message}, error.status, {**(headers or {}), **error.headers})
 
 
 # ---- requests ----
@@ -251,22 +253,39 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         loaded = slot.current
         return {"X-Model-Version": loaded.version, "X-Model-Name": loaded.name} if loaded else {}
 
-    from variantlab.serving.auth import ENDPOINT_SCOPES, Denied, TokenStore
+    from variantlab.serving.auth import ENDPOINT_SCOPES, Denied, RateLimiter, TokenStore
 
     store = TokenStore(settings.tokens) if settings.tokens is not None else None
     app.state.tokens = store
+    rates = {"predict": settings.config.predict_rate, "feedback": settings.config.feedback_rate}
+    limiters = {scope: RateLimiter(rate) for scope, rate in rates.items() if rate is not None}
 
     def authorize(endpoint: str, request: Request) -> None:
+        request.state.token = None
         scope = ENDPOINT_SCOPES.get(endpoint)
-        if scope is None or store is None or not store.enabled:
+        if scope is None:
             return
-        if scope == "predict" and settings.loopback and settings.config.open_predict_on_loopback:
-            return
-        try:
-            request.state.token = store.check(request.headers, request.query_params, scope)
-        except Denied as denied:
-            metrics.auth_failures.labels(endpoint, denied.reason).inc()
-            raise Problem(denied.status, denied.message) from None
+        guarded = store is not None and store.enabled
+        if guarded and not (scope == "predict" and settings.loopback and settings.config.open_predict_on_loopback):
+            assert store is not None
+            try:
+                request.state.token = store.check(request.headers, request.query_params, scope)
+            except Denied as denied:
+                metrics.auth_failures.labels(endpoint, denied.reason).inc()
+                raise Problem(denied.status, denied.message) from None
+        limiter = limiters.get(scope) if request.method == "POST" else None
+        if limiter is not None:
+            token = request.state.token
+            source = f"token:{token.id}" if token else f"address:{request.client.host if request.client else '?'}"
+            wait = limiter.take(source)
+            if wait > 0:
+                metrics.rate_limited.labels(endpoint).inc()
+                raise Problem(
+                    429,
+                    f"too many {scope} requests from {source}: at most {limiter.rate:g} a second "
+                    f"(serve.{scope}_rate); retry in {wait:.2f} s",
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
+                )
 
     def observed(endpoint: str, handler: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:
@@ -373,7 +392,10 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         task = task or (current.task if current else None)
         pid, label, value, domain = check_feedback(payload, task)
         try:
-            await asyncio.to_thread(log.add_feedback, pid, label=label, value=value, domain=domain)
+            token = getattr(request.state, "token", None)
+            await asyncio.to_thread(
+                log.add_feedback, pid, label=label, value=value, domain=domain, source=token.id if token else None
+            )
         except DuplicateFeedback as error:
             metrics.feedback("duplicate")
             raise Problem(409, str(error)) from None
@@ -381,7 +403,10 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
             metrics.feedback("unknown")
             raise Problem(404, str(error)) from None
         metrics.feedback("accepted")
+        token = getattr(request.state, "token", None)
         accepted = {"prediction_id": pid, "accepted": True, "label": label, "value": value}
+        if token is not None:
+            accepted["source"] = token.id
         return _json({k: v for k, v in accepted.items() if v is not None}, 201, headers())
 
     async def feedback_queue(request: Request) -> Response:

@@ -166,3 +166,25 @@ class TokenStore:
         if scope not in record.scopes:
             raise Denied(403, "scope", f"token {token_id} lacks scope '{scope}' (it has: {', '.join(record.scopes)})")
         return record
+
+
+class RateLimiter:
+    """A token bucket per source (a token's id, or the client's address): ``rate`` requests a second on average,
+    bursts of up to ``burst``. ``take`` answers how long to wait (0: allowed, and counted)."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, when)
+        self._lock = threading.Lock()
+
+    def take(self, source: str) -> float:
+        now = time.monotonic()
+        with self._lock:
+            tokens, when = self._buckets.get(source, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - when) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[source] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[source] = (tokens, now)
+            return (1.0 - tokens) / self.rate

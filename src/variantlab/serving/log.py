@@ -51,7 +51,10 @@ feedback = sa.Table(
     sa.Column("value", sa.Float, nullable=True),
     sa.Column("domain", sa.Text, nullable=True),
     sa.Column("export_batch", sa.String(64), nullable=True, index=True),  # set once exported as training data
+    sa.Column("source", sa.String(64), nullable=True, index=True),  # the id of the token that sent it (null: none)
 )
+# Columns added after a table was first created: added in place to an older log when it is opened.
+ADDED_COLUMNS = {"feedback": [("source", "VARCHAR(64)")]}
 
 # What the @challenger answered to the same request (the shadow): never sent to the client.
 shadow = sa.Table(
@@ -106,11 +109,22 @@ def _engine(url: str) -> sa.Engine:
     return engine
 
 
+def _add_columns(engine: sa.Engine) -> None:
+    inspector = sa.inspect(engine)
+    for table, columns in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        for name, kind in columns:
+            if name not in present:
+                with engine.begin() as connection:
+                    connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+
+
 def create_tables(engine: sa.Engine, attempts: int = 5) -> None:
     """Replicas started together race to create the tables; the loser finds them made and goes on."""
     for attempt in range(1, attempts + 1):
         try:
             metadata.create_all(engine)
+            _add_columns(engine)
             return
         except sa.exc.DBAPIError:
             if attempt == attempts:
@@ -202,14 +216,27 @@ class PredictionLog:
         return LoggedPrediction(row.id, row.model_version, row.text, json.loads(row.output))
 
     # ---- feedback ----
-    def add_feedback(self, prediction_id: str, *, label: str | None, value: float | None, domain: str | None) -> None:
+    def add_feedback(
+        self,
+        prediction_id: str,
+        *,
+        label: str | None,
+        value: float | None,
+        domain: str | None,
+        source: str | None = None,
+    ) -> None:
         """Record feedback for a prediction (the caller found it with :meth:`get`, which flushed the queue). The
         key and the foreign key refuse a second feedback and an unknown id; which one is asked only then."""
         try:
             with self.engine.begin() as connection:
                 connection.execute(
                     feedback.insert().values(
-                        prediction_id=prediction_id, created_at=now(), label=label, value=value, domain=domain
+                        prediction_id=prediction_id,
+                        created_at=now(),
+                        label=label,
+                        value=value,
+                        domain=domain,
+                        source=source,
                     )
                 )
         except sa.exc.IntegrityError:
@@ -232,6 +259,7 @@ class PredictionLog:
                 feedback.c.label,
                 feedback.c.value,
                 feedback.c.domain,
+                feedback.c.source,
                 predictions.c.text,
                 predictions.c.model_version,
                 predictions.c.output,

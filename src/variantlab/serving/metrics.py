@@ -69,6 +69,12 @@ class ServeMetrics:
             ["endpoint", "reason"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "variantlab_serve_rate_limited",
+            "Requests refused with 429 (per-source rate limit)",
+            ["endpoint"],
+            registry=r,
+        )
         self._served: tuple[str, str] | None = None
         self._shadow_counts = [0, 0]
 
