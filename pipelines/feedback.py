@@ -267,6 +267,30 @@ def export_feedback(root: str, force: bool = False) -> dict[str, Any]:
     return export_waiting(root, force, get_run_logger())
 
 
+def source_summary(usable: Any, values: Any, params: Params, project: Path) -> dict[str, Any]:
+    """Per source (token id, or "none"): rows, the answers' mix (labels) or mean (numbers), and how often the
+    correction agrees with what the champion answered: a source that disagrees with everyone stands out."""
+    import json
+
+    import pandas as pd
+
+    task = project_task(project, params)
+    answered = task.live_answers(usable["output"].map(json.loads)).reindex(usable.index)
+    sources = usable["source"].fillna("none") if "source" in usable else pd.Series("none", index=usable.index)
+    out: dict[str, Any] = {}
+    for source, rows in usable.groupby(sources).groups.items():
+        given = pd.Series(values, index=usable.index).loc[rows]
+        entry: dict[str, Any] = {"rows": len(rows)}
+        if pd.api.types.is_numeric_dtype(given):
+            entry["mean"] = float(given.mean())
+            entry["mean_abs_difference_from_champion"] = float((given - pd.to_numeric(answered.loc[rows])).abs().mean())
+        else:
+            entry["mix"] = {str(k): int(v) for k, v in given.astype(str).value_counts().items()}
+            entry["agrees_with_champion"] = float((given.astype(str) == answered.loc[rows].astype(str)).mean())
+        out[str(source)] = entry
+    return out
+
+
 def export_waiting(root: str, force: bool, logger: Any) -> dict[str, Any]:
     """``export_feedback``'s work, outside Prefect too: ``logger`` takes ``info`` and ``warning``."""
     import datetime as dt
@@ -304,13 +328,19 @@ def export_waiting(root: str, force: bool, logger: Any) -> dict[str, Any]:
         frame = pd.DataFrame({"id": usable["prediction_id"], "text": usable["text"], target: values.to_numpy()})
         if usable["domain"].notna().any():
             frame["domain"] = usable["domain"].fillna(NO_DOMAIN).to_numpy()
+        try:
+            summary["sources"] = source_summary(usable, values, params, project)
+        except ValidationFailed:  # no prepared task to read the champion's answers with: rows per source only
+            summary["sources"] = {
+                str(k): {"rows": int(v)} for k, v in usable["source"].fillna("none").value_counts().items()
+            }
         batch = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         path = project / paths.FEEDBACK_EXPORTS / f"feedback-{batch}.csv"
         write_csv(path, frame)
         log.mark_exported(usable["prediction_id"].tolist(), batch)
     finally:
         log.close()
-    logger.info("exported %d feedback rows -> %s (%s)", len(frame), path, reason)
+    logger.info("exported %d feedback rows -> %s (%s); by source: %s", len(frame), path, reason, summary["sources"])
     return {**summary, "exported": len(frame), "path": str(path), "batch": batch, "reason": reason}
 
 

@@ -329,6 +329,36 @@ def _cmd_serve_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    from variantlab.config import load_params
+    from variantlab.io.tracking import project_root
+    from variantlab.serving.log import PredictionLog, log_url
+
+    root = project_root()
+    configured = load_params(root / "params.yaml").serve.log_url if (root / "params.yaml").is_file() else None
+    log = PredictionLog(log_url(args.log_url or configured, root))
+    try:
+        if args.action == "list":
+            for source, reason in sorted(log.quarantined().items()):
+                print(f"{source}  {reason or ''}")
+            return 0
+        if not args.source:
+            raise VariantlabError(f"feedback {args.action} needs a SOURCE (a token id: variantlab serve-token list)")
+        if args.action == "quarantine":
+            done = log.quarantine(args.source, args.reason)
+            info(
+                f"feedback: {args.source} quarantined: its feedback stays out of exports and new feedback is refused"
+                if done
+                else f"feedback: {args.source} was already quarantined"
+            )
+        else:
+            done = log.release(args.source)
+            info(f"feedback: {args.source} released" if done else f"feedback: {args.source} was not quarantined")
+    finally:
+        log.close()
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from variantlab.io.tracking import project_root
 
@@ -562,6 +592,17 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--scopes", help="create: comma-separated, from predict, feedback, metrics")
     token.add_argument("--name", help="create: who or what holds it (shown by list)")
     token.set_defaults(func=_cmd_serve_token)
+    feedback = add_command(
+        sub,
+        "feedback",
+        "quarantine or release a feedback source (a token id): its rows stay out of exports until released",
+        "variantlab feedback quarantine 3f9a1c2e --reason 'labels disagree with everyone else'",
+    )
+    feedback.add_argument("action", choices=["quarantine", "release", "list"])
+    feedback.add_argument("source", nargs="?", help="the token id (variantlab serve-token list)")
+    feedback.add_argument("--reason", help="quarantine: why (kept with it)")
+    feedback.add_argument("--log-url", help="the prediction log (default: serve.log_url, then the env)")
+    feedback.set_defaults(func=_cmd_feedback)
     flows = add_command(
         sub,
         "serve-flows",

@@ -168,3 +168,37 @@ def test_an_older_prediction_log_gains_the_source_column_when_opened(tmp_path: P
     columns = {c["name"] for c in sa.inspect(log.engine).get_columns("feedback")}
     log.engine.dispose()
     assert "source" in columns
+
+
+def test_a_quarantined_source_is_refused_and_its_rows_stay_out_of_exports(registry: Registry, tmp_path: Path) -> None:
+    from variantlab.serving.log import PredictionLog
+
+    tokens = tmp_path / "tokens.json"
+    good_record, good = auth.create(tokens, "team", ["predict", "feedback"])
+    bad_record, bad = auth.create(tokens, "spammer", ["predict", "feedback"])
+    with guarded_server(registry, tmp_path, tokens, loopback=False) as client:
+        ids = client.post("/invocations", json={"inputs": {"text": ["a", "b", "c"]}}, headers=bearer(good)).json()[
+            "prediction_ids"
+        ]
+        assert (
+            client.post("/feedback", json={"prediction_id": ids[0], "label": "hot"}, headers=bearer(good)).status_code
+            == 201
+        )
+        assert (
+            client.post("/feedback", json={"prediction_id": ids[1], "label": "cold"}, headers=bearer(bad)).status_code
+            == 201
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "variantlab.cli", "feedback", "quarantine", bad_record.id, "--reason", "spam",
+             "--log-url", f"sqlite:///{tmp_path / 'predictions.db'}"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        refused = client.post("/feedback", json={"prediction_id": ids[2], "label": "mild"}, headers=bearer(bad))
+        assert refused.status_code == 403 and "quarantined" in refused.json()["message"]
+    log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}")
+    waiting = log.waiting_feedback()
+    assert set(waiting["source"]) == {good_record.id}  # the quarantined source's row stays out
+    assert log.quarantined() == {bad_record.id: "spam"}
+    assert log.release(bad_record.id) and set(log.waiting_feedback()["source"]) == {good_record.id, bad_record.id}
+    log.close()

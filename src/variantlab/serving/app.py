@@ -373,6 +373,11 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         }
         return _json(answered, headers={"X-Model-Version": answer.loaded.version, "X-Model-Name": answer.loaded.name})
 
+    def quarantined() -> dict[str, str | None]:
+        """The quarantined sources, read at each feedback (feedback is rare next to predictions; a quarantine
+        takes effect at once)."""
+        return log.quarantined()
+
     async def post_feedback(request: Request) -> Response:
         body = await request.body()
         if len(body) > 100_000:
@@ -387,6 +392,12 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         except UnknownPrediction as error:
             metrics.feedback("unknown")
             raise Problem(404, str(error)) from None
+        token = getattr(request.state, "token", None)
+        if token is not None and token.id in await asyncio.to_thread(quarantined):
+            metrics.feedback("quarantined")
+            raise Problem(
+                403, f"feedback from source {token.id} is quarantined (variantlab feedback release {token.id})"
+            )
         current = slot.current
         task = tasks.get(logged.model_version) if logged else None
         task = task or (current.task if current else None)

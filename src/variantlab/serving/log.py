@@ -53,6 +53,15 @@ feedback = sa.Table(
     sa.Column("export_batch", sa.String(64), nullable=True, index=True),  # set once exported as training data
     sa.Column("source", sa.String(64), nullable=True, index=True),  # the id of the token that sent it (null: none)
 )
+# Sources (token ids) whose feedback stays out of exports until released: `variantlab feedback quarantine`.
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+)
+
 # Columns added after a table was first created: added in place to an older log when it is opened.
 ADDED_COLUMNS = {"feedback": [("source", "VARCHAR(64)")]}
 
@@ -266,6 +275,7 @@ class PredictionLog:
             )
             .join(predictions, predictions.c.id == feedback.c.prediction_id)
             .where(feedback.c.export_batch.is_(None))
+            .where(feedback.c.source.is_(None) | feedback.c.source.not_in(sa.select(quarantine.c.source)))
             .order_by(feedback.c.created_at)
         )
         with self.engine.connect() as connection:
@@ -278,6 +288,24 @@ class PredictionLog:
                 connection.execute(
                     feedback.update().where(feedback.c.prediction_id.in_(chunk)).values(export_batch=batch)
                 )
+
+    # ---- quarantined sources ----
+    def quarantine(self, source: str, reason: str | None = None) -> bool:
+        """Keep ``source``'s feedback out of exports (and refuse its new feedback); False if it already was."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(quarantine.insert().values(source=source, created_at=now(), reason=reason))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def release(self, source: str) -> bool:
+        with self.engine.begin() as connection:
+            return bool(connection.execute(quarantine.delete().where(quarantine.c.source == source)).rowcount)
+
+    def quarantined(self) -> dict[str, str | None]:
+        with self.engine.connect() as connection:
+            return {r.source: r.reason for r in connection.execute(sa.select(quarantine.c.source, quarantine.c.reason))}
 
     # ---- the shadow challenger ----
     def record_shadow(self, rows: list[dict[str, Any]]) -> None:
