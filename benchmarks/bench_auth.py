@@ -115,7 +115,7 @@ def main() -> None:
         "c1": {
             k: {"requests": len(v), "p50_ms": round(p50[k], 3), "p99_ms": round(percentile(v, 99) * 1000, 3)}
             for k, v in latencies.items()
-        },  # fmt: skip
+        },
         "token_check_added_p50_ms": round(added, 3),
         "rate_limit": {
             "limit_per_s": args.rate,
