@@ -284,10 +284,10 @@ def _cmd_serve_model(args: argparse.Namespace) -> int:
         from variantlab.errors import ConfigError
 
         raise ConfigError(f"--shadow-share must be from 0 to 1, got {args.shadow_share}")
-    from variantlab.serving.auth import DEFAULT_FILE, TokenStore, is_loopback
+    from variantlab.serving.auth import TokenStore, is_loopback, tokens_path
 
     host = args.host or cfg.host
-    tokens = Path(cfg.tokens_file) if cfg.tokens_file else root / DEFAULT_FILE
+    tokens = tokens_path(cfg.tokens_file, root)
     if not is_loopback(host) and not TokenStore(tokens).enabled and not args.insecure:
         raise VariantlabError(
             f"serve-model on {host} (beyond loopback) needs tokens: anyone who can reach it could write training "
@@ -312,7 +312,7 @@ def _cmd_serve_token(args: argparse.Namespace) -> int:
 
     root = project_root()
     configured = load_params(root / "params.yaml").serve.tokens_file if (root / "params.yaml").is_file() else None
-    path = Path(configured) if configured else root / auth.DEFAULT_FILE
+    path = auth.tokens_path(configured, root)
     if args.action == "create":
         record, token = auth.create(path, args.name or "", [s.strip() for s in (args.scopes or "").split(",") if s])
         info(f"serve-token: created {record.id} ({', '.join(record.scopes)}) in {path}; the token, shown only now:")

@@ -33,15 +33,6 @@ def _scores(task: Task, frame: pd.DataFrame, column: str, metric: str) -> np.nda
     return task.live_scores(frame[["label", "value"]], answers, metric)
 
 
-def _min_effect(params: Params, task: Task, frame: pd.DataFrame) -> float:
-    cfg = params.promotion
-    if cfg.min_effect is not None:
-        return cfg.min_effect
-    if cfg.min_improvement > 0:
-        return cfg.min_improvement
-    return task.default_min_effect(params.metric, frame)
-
-
 def online_gate(root: Path, params: Params, *, dry: bool = False, log_url: str | None = None) -> dict[str, Any]:
     """Decide on the live paired table; promote when the sequential test passes. Returns the record."""
     import mlflow
@@ -52,6 +43,7 @@ def online_gate(root: Path, params: Params, *, dry: bool = False, log_url: str |
     from variantlab.io.tracking import configure
     from variantlab.serving.log import PredictionLog, redacted
     from variantlab.serving.log import log_url as resolve_log
+    from variantlab.stages.promote import min_effect
 
     configure(root, params.project.name)
     name = params.registered_model
@@ -85,7 +77,7 @@ def online_gate(root: Path, params: Params, *, dry: bool = False, log_url: str |
         shadowed=shadowed,
         disagreed=disagreed,
         alpha=1 - params.promotion.confidence,
-        min_effect=_min_effect(params, task, frame),
+        min_effect=min_effect(params, task, frame)[0],
         champion_version=champion.version,
         challenger_version=challenger.version,
     )

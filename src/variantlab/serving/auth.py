@@ -46,6 +46,11 @@ class TokenRecord:
     revoked_at: str | None = None
 
 
+def tokens_path(configured: str | None, root: Path) -> Path:
+    """serve.tokens_file, or the project's default: the one file serve-model reads and serve-token edits."""
+    return Path(configured) if configured else root / DEFAULT_FILE
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 

@@ -97,22 +97,23 @@ def _compare(ctx: StageContext, test: Any, theirs: Any, mine: Any, task: Task) -
     )
 
 
-def min_effect(ctx: StageContext, task: Task, test: Any) -> tuple[float, str]:
-    """The gain worth detecting, and where it comes from."""
-    cfg = ctx.params.promotion
+def min_effect(params: Any, task: Task, frame: Any) -> tuple[float, str]:
+    """The gain worth detecting, and where it comes from (the offline gate's and the online gate's alike):
+    promotion.min_effect, else min_improvement when above 0, else the task's default on ``frame``."""
+    cfg = params.promotion
     if cfg.min_effect is not None:
         return cfg.min_effect, "promotion.min_effect"
     if cfg.min_improvement > 0:
         return cfg.min_improvement, "promotion.min_improvement"
-    value = task.default_min_effect(ctx.params.metric, test)
-    return value, f"the {task.kind} task's default for {ctx.params.metric}"
+    value = task.default_min_effect(params.metric, frame)
+    return value, f"the {task.kind} task's default for {params.metric}"
 
 
 def policy_of(ctx: StageContext, task: Task, test: Any) -> Any:
     from variantlab.core.promotion import Policy
 
     cfg = ctx.params.promotion
-    effect, source = min_effect(ctx, task, test)
+    effect, source = min_effect(ctx.params, task, test)
     return Policy(
         ctx.params.metric,
         ctx.params.floor,
