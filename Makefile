@@ -82,17 +82,26 @@ bench-stack: $(STAMP)  ## team stack start-up cost and concurrent MLflow writers
 	$(BIN)/python -m benchmarks.bench_stack
 
 PREFECT_PORT ?= 4200
+# The local server's basic-auth string (user:password), made once, mode 600; deploy and worker send it unless
+# PREFECT_API_AUTH_STRING is set (the team stack's stack.env sets it). Other clients: see docs/operations.md.
+PREFECT_AUTH_FILE := .variantlab/prefect-auth
+PREFECT_AUTH = PREFECT_API_AUTH_STRING="$${PREFECT_API_AUTH_STRING:-$$(cat $(PREFECT_AUTH_FILE))}"
 deploy worker: export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
-prefect-server: $(STAMP)  ## a local Prefect server and UI on http://127.0.0.1:4200
-	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+$(PREFECT_AUTH_FILE): | $(STAMP)
+	@mkdir -p $(@D) && umask 077 && $(BIN)/python -c \
+		"from variantlab.proc.services import prefect_auth_string; print(prefect_auth_string())" > $@
 
-deploy: $(STAMP)  ## create the process work pool and the deployments of prefect.yaml on PREFECT_API_URL
-	$(BIN)/prefect work-pool inspect variantlab-process >/dev/null 2>&1 || \
-		$(BIN)/prefect work-pool create variantlab-process --type process
-	$(BIN)/prefect --no-prompt deploy --all
+prefect-server: $(STAMP) $(PREFECT_AUTH_FILE)  ## a local Prefect server and UI on http://127.0.0.1:4200, basic auth on
+	PREFECT_SERVER_API_AUTH_STRING="$$(cat $(PREFECT_AUTH_FILE))" \
+		$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
-worker: $(STAMP)  ## a process worker that runs the deployments' flow runs from this checkout
-	$(BIN)/prefect worker start --pool variantlab-process
+deploy: $(STAMP) $(PREFECT_AUTH_FILE)  ## create the process work pool and the deployments of prefect.yaml on PREFECT_API_URL
+	$(PREFECT_AUTH) $(BIN)/prefect work-pool inspect variantlab-process >/dev/null 2>&1 || \
+		$(PREFECT_AUTH) $(BIN)/prefect work-pool create variantlab-process --type process
+	$(PREFECT_AUTH) $(BIN)/prefect --no-prompt deploy --all
+
+worker: $(STAMP) $(PREFECT_AUTH_FILE)  ## a process worker that runs the deployments' flow runs from this checkout
+	$(PREFECT_AUTH) $(BIN)/prefect worker start --pool variantlab-process
 
 serve-model: $(STAMP)  ## serve the champion over HTTP on http://127.0.0.1:5001 (/invocations, /feedback, /metrics)
 	$(BIN)/variantlab serve-model

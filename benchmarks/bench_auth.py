@@ -80,7 +80,7 @@ def main() -> None:
         register(store, ["tfidf-logreg"])
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
         tokens = store / "tokens.json"
-        _, token = auth.create(tokens, "bench", ["predict"])
+        _, token = auth.create(tokens, "bench", ["predict"], days=30)  # with an expiry: the check reads it
         uri = f"models:/{NAME}@champion"
         closed = ServeConfig(open_predict_on_loopback=False, poll_s=60)
         apps = {

@@ -24,7 +24,7 @@ OUT = REPO / "reports" / "bench" / "prefect.json"
 
 
 def main() -> int:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from variantlab.proc.services import prefect_server
 
@@ -38,8 +38,8 @@ def main() -> int:
         from pipelines.retrain import retrain
 
         with (
-            prefect_server(Path(tmp) / "prefect", env) as (api, server_seconds),
-            temporary_settings(updates={PREFECT_API_URL: api}),
+            prefect_server(Path(tmp) / "prefect", env) as server,
+            temporary_settings(updates={PREFECT_API_URL: server.api, PREFECT_API_AUTH_STRING: server.auth}),
         ):
             started = time.perf_counter()
             results = retrain(root=str(project))
@@ -57,7 +57,7 @@ def main() -> int:
         "overhead_per_task_seconds": round((flow_seconds - stage) / len(results), 2),
         "dvc_per_task_seconds": round((task - stage) / len(results), 2),
         "prefect_per_task_seconds": round((flow_seconds - task) / len(results), 2),
-        "server_start_seconds": round(server_seconds, 1),
+        "server_start_seconds": round(server.seconds, 1),
         "per_stage": {r["stage"]: {"stage": r["seconds"], "task": r["task_seconds"]} for r in results},
     }
     write_report(OUT, report, hide="per_stage")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 UTC
+RETENTION_CRON = "30 3 * * *"  # 03:30 UTC, after the nightly retrain
 TIMEZONE = "UTC"
 
 
@@ -18,6 +19,7 @@ def build_deployments(root: Path, cron: str = NIGHTLY_CRON) -> list[Any]:
 
     from pipelines.feedback import feedback_to_retrain, retrain_on_new_data
     from pipelines.online_gate import online_gate_flow
+    from pipelines.retention import retention_flow
     from pipelines.retrain import retrain
     from pipelines.search import search
 
@@ -52,6 +54,16 @@ def build_deployments(root: Path, cron: str = NIGHTLY_CRON) -> list[Any]:
             description=(
                 "Test @challenger against @champion on the shadowed, labelled live predictions (an always-valid "
                 "sequential test) and promote it when it passes."
+            ),
+            tags=["variantlab"],
+        ),
+        retention_flow.to_deployment(
+            name="prune-prediction-log",
+            schedule=Cron(RETENTION_CRON, timezone=TIMEZONE),
+            parameters={"root": str(root)},
+            description=(
+                "Delete predictions and exported feedback older than serve.retention_days (feedback not yet "
+                "exported stays), and old export files."
             ),
             tags=["variantlab"],
         ),

@@ -334,7 +334,7 @@ def export_waiting(root: str, force: bool, logger: Any) -> dict[str, Any]:
             summary["sources"] = {
                 str(k): {"rows": int(v)} for k, v in usable["source"].fillna("none").value_counts().items()
             }
-        batch = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        batch = dt.datetime.now(dt.UTC).strftime(paths.FEEDBACK_EXPORT_STAMP)
         path = project / paths.FEEDBACK_EXPORTS / f"feedback-{batch}.csv"
         write_csv(path, frame)
         log.mark_exported(usable["prediction_id"].tolist(), batch)

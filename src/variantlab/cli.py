@@ -314,8 +314,10 @@ def _cmd_serve_token(args: argparse.Namespace) -> int:
     configured = load_params(root / "params.yaml").serve.tokens_file if (root / "params.yaml").is_file() else None
     path = auth.tokens_path(configured, root)
     if args.action == "create":
-        record, token = auth.create(path, args.name or "", [s.strip() for s in (args.scopes or "").split(",") if s])
-        info(f"serve-token: created {record.id} ({', '.join(record.scopes)}) in {path}; the token, shown only now:")
+        scopes = [s.strip() for s in (args.scopes or "").split(",") if s]
+        record, token = auth.create(path, args.name or "", scopes, days=args.days)
+        until = f", expires {record.expires_at}" if record.expires_at else ""
+        info(f"serve-token: created {record.id} ({', '.join(record.scopes)}{until}) in {path}; the token, shown once:")
         print(token)
     elif args.action == "revoke":
         if not args.id:
@@ -324,8 +326,7 @@ def _cmd_serve_token(args: argparse.Namespace) -> int:
         info(f"serve-token: revoked {record.id}; a running service refuses it within a second")
     else:
         for record in auth.read_records(path):
-            state = f"revoked {record.revoked_at}" if record.revoked_at else "active"
-            print(f"{record.id}  {','.join(record.scopes):24}  {state:30}  {record.created_at}  {record.name}")
+            print(f"{record.id}  {','.join(record.scopes):24}  {record.state():38}  {record.created_at}  {record.name}")
     return 0
 
 
@@ -335,6 +336,14 @@ def _cmd_feedback(args: argparse.Namespace) -> int:
     from variantlab.serving.log import PredictionLog, log_url
 
     root = project_root()
+    if args.action == "prune":
+        from variantlab.serving.retention import describe, prune
+
+        params = load_params(root / "params.yaml")
+        if args.log_url:
+            params = params.model_copy(update={"serve": params.serve.model_copy(update={"log_url": args.log_url})})
+        info(describe(prune(root, params, days=args.days, dry_run=args.dry_run)))
+        return 0
     configured = load_params(root / "params.yaml").serve.log_url if (root / "params.yaml").is_file() else None
     log = PredictionLog(log_url(args.log_url or configured, root))
     try:
@@ -582,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
         "create, revoke or list serve-model's bearer tokens (scopes: predict, feedback, metrics)",
         "variantlab serve-token create --scopes predict,feedback --name labelling-team",
         description=(
-            "Tokens are kept hashed in serve.tokens_file (default .variantlab/serve-tokens.json); a running "
+            "Tokens are kept hashed in $VARIANTLAB_SERVE_TOKENS, else serve.tokens_file (default "
+            ".variantlab/serve-tokens.json); a running "
             "serve-model re-reads it, so a new or revoked token takes effect without a restart. The token itself "
             "is printed once, at creation."
         ),
@@ -591,17 +601,20 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("id", nargs="?", help="revoke: the token's id (variantlab serve-token list)")
     token.add_argument("--scopes", help="create: comma-separated, from predict, feedback, metrics")
     token.add_argument("--name", help="create: who or what holds it (shown by list)")
+    token.add_argument("--days", type=float, help="create: it expires after this many days (default: never)")
     token.set_defaults(func=_cmd_serve_token)
     feedback = add_command(
         sub,
         "feedback",
-        "quarantine or release a feedback source (a token id): its rows stay out of exports until released",
+        "quarantine or release a feedback source (a token id), or prune the prediction log (serve.retention_days)",
         "variantlab feedback quarantine 3f9a1c2e --reason 'labels disagree with everyone else'",
     )
-    feedback.add_argument("action", choices=["quarantine", "release", "list"])
+    feedback.add_argument("action", choices=["quarantine", "release", "list", "prune"])
     feedback.add_argument("source", nargs="?", help="the token id (variantlab serve-token list)")
     feedback.add_argument("--reason", help="quarantine: why (kept with it)")
     feedback.add_argument("--log-url", help="the prediction log (default: serve.log_url, then the env)")
+    feedback.add_argument("--days", type=float, help="prune: keep this many days (default: serve.retention_days)")
+    feedback.add_argument("--dry-run", action="store_true", help="prune: count what would go, delete nothing")
     feedback.set_defaults(func=_cmd_feedback)
     flows = add_command(
         sub,

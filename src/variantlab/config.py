@@ -281,7 +281,8 @@ class ServeConfig(Strict):
     # The shadow starts a model call (one row) only once no request has been in flight this long: it runs on idle
     # capacity, and a service kept busy sheds shadow work instead of slowing its clients.
     shadow_idle_ms: float = Field(20.0, ge=0)
-    # Bearer tokens (variantlab serve-token create): null -> .variantlab/serve-tokens.json. With any active token,
+    # Bearer tokens (variantlab serve-token create): null -> $VARIANTLAB_SERVE_TOKENS, else
+    # .variantlab/serve-tokens.json. Once the file holds any token (even revoked or expired),
     # /feedback, /feedback/queue and /metrics need a token of that scope; /invocations too, unless on loopback
     # while open_predict_on_loopback. Without tokens the service serves only loopback (or with --insecure).
     tokens_file: str | None = None
@@ -290,6 +291,10 @@ class ServeConfig(Strict):
     # (at least 1); beyond it 429 with Retry-After. null: no limit.
     predict_rate: float | None = Field(None, gt=0)
     feedback_rate: float | None = Field(None, gt=0)
+    # Days the prediction log keeps predictions and feedback already exported (the prune-prediction-log deployment,
+    # daily; or `variantlab feedback prune`), and the feedback export files. Feedback not yet exported stays.
+    # null: keep everything.
+    retention_days: float | None = Field(None, gt=0)
 
 
 class FeedbackExportConfig(Strict):

@@ -61,7 +61,8 @@ def reliability_png(variant: str) -> Path:
 
 FEEDBACK_DIR = Path("data/feedback")
 FEEDBACK_FILE = FEEDBACK_DIR / "accepted.parquet"  # accepted new data, appended by the feedback flow (DVC-tracked)
-FEEDBACK_EXPORTS = FEEDBACK_DIR / "exports"  # feedback rows the service logged, one CSV per export
+FEEDBACK_EXPORTS = FEEDBACK_DIR / "exports"  # feedback rows the service logged, one CSV per export:
+FEEDBACK_EXPORT_STAMP = "%Y%m%dT%H%M%SZ"  # feedback-<UTC stamp>.csv, the stamp also the rows' export_batch
 FEEDBACK_ID_PREFIX = "feedback:"  # ids of accepted rows; prepare puts them in the training split only
 DRIFT_REPORT = REPORTS_DIR / "drift.json"
 LIVE_DRIFT_REPORT = REPORTS_DIR / "live_drift.json"  # served inputs against the training split

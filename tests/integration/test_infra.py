@@ -6,6 +6,7 @@ also parsed and checked by hand. `kubectl kustomize` renders the manifests (kube
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import yaml
 
 from tests.helpers import REPO
 from variantlab.proc.stack import DATABASES
+from variantlab.serving import auth
 
 INFRA = REPO / "infra"
 COMPOSE = INFRA / "docker-compose.yml"
@@ -130,6 +132,7 @@ def rendered_manifests(tmp_path: Path) -> list[dict[str, Any]]:
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
     shutil.copy(K8S / "secrets.env.example", copy / "secrets.env")
+    auth.create(copy / "serve-tokens.json", "app", ["predict"])  # what the operator creates before applying
     if shutil.which("kubectl"):
         done = subprocess.run(["kubectl", "kustomize", str(copy)], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
@@ -179,3 +182,50 @@ def test_kubernetes_manifests_resolve_every_reference(tmp_path: Path) -> None:
     assert all(
         v.startswith("change-me") for k, v in env_example(K8S / "secrets.env.example").items() if "PASSWORD" in k
     )
+
+
+def test_prefect_needs_its_credential_and_the_model_server_reads_mounted_tokens_everywhere(tmp_path: Path) -> None:
+    """Compose and Kubernetes: the Prefect server runs with basic auth and every client carries the same secret;
+    the model server, listening on 0.0.0.0, reads its token file from a mounted directory (no subPath: a
+    revocation reaches the running process), never from the image, and the image leaves token files out."""
+    services = compose()["services"]
+    server_auth = services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    assert "PREFECT_AUTH_STRING" in server_auth
+    for name in ("prefect-worker", "deploy", "model-server", "prefect-worker-gpu"):
+        environment = services[name]["environment"]
+        assert environment["PREFECT_API_AUTH_STRING"] == server_auth, name
+    model = services["model-server"]
+    assert "0.0.0.0" in model["command"] and "--insecure" not in model["command"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in model["volumes"]}
+    tokens = Path(model["environment"]["VARIANTLAB_SERVE_TOKENS"])
+    assert str(tokens.parent) in mounted and (INFRA / mounted[str(tokens.parent)]).is_dir()
+    assert mounted[str(tokens.parent)] == "./secrets" and model["volumes"][-1].endswith(":ro")
+    ignore = (INFRA / "docker" / "project.Dockerfile.dockerignore").read_text().splitlines()
+    assert {"infra/secrets/*.json", "infra/k8s/serve-tokens.json", ".variantlab"} <= set(ignore)
+    for path in ("infra/secrets/serve-tokens.json", "infra/k8s/serve-tokens.json", "infra/.env.example"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, check=False).returncode == 0
+        assert ignored == path.endswith(".json"), path
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in rendered_manifests(tmp_path)}
+    server = docs[("Deployment", "prefect-server")]["spec"]["template"]["spec"]["containers"][0]
+    server_env = {e["name"]: e for e in server["env"]}
+    ref = server_env["PREFECT_SERVER_API_AUTH_STRING"]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == "PREFECT_API_AUTH_STRING"  # the key the workers read through envFrom
+    for name in ("prefect-worker", "prefect-worker-gpu", "model-server"):
+        pod = docs[("Deployment", name)]["spec"]["template"]["spec"]
+        assert all(
+            any(s.get("secretRef", {}).get("name") == ref["name"] for s in c.get("envFrom", []))
+            for c in pod["containers"]
+        ), name
+    pod = docs[("Deployment", "model-server")]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    path = Path(next(e["value"] for e in container["env"] if e["name"] == "VARIANTLAB_SERVE_TOKENS"))
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent))
+    assert "subPath" not in mount and mount.get("readOnly")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    secret = docs[("Secret", volume["secret"]["secretName"])]
+    if "data" in secret:  # rendered by kubectl: the file under the name the service reads, digests only
+        import base64
+
+        stored = json.loads(base64.b64decode(secret["data"][path.name]))
+        assert stored["tokens"] and all(set(t) >= {"id", "sha256", "scopes"} for t in stored["tokens"])

@@ -40,6 +40,8 @@ def test_stack_starts_healthy_stops_cleanly_and_keeps_its_database(tmp_path: Pat
         assert code == 0 and said.count("running") == 4, said
         assert oct((state / "secrets.env").stat().st_mode)[-3:] == "600"
         env = clean_env(**read_env_file(state / "stack.env"))
+        prefect_auth = env["PREFECT_API_AUTH_STRING"]  # clients carry the Prefect server's credential
+        assert prefect_auth.startswith("admin:") and len(prefect_auth) > 20
         logged = run(REPO, "-c", LOG_AND_COUNT, "log", env=env)
         assert logged.returncode == 0 and logged.stdout.strip().endswith("1"), logged.stderr[-2000:]
 
@@ -54,6 +56,7 @@ def test_stack_starts_healthy_stops_cleanly_and_keeps_its_database(tmp_path: Pat
         code, said = stack(state, "up", "--serve-model", "--model-server-port=0")
         assert code == 0, said
         env = clean_env(**read_env_file(state / "stack.env"))
+        assert env["PREFECT_API_AUTH_STRING"] == prefect_auth  # kept in secrets.env across restarts
         counted = run(REPO, "-c", LOG_AND_COUNT, "count", env=env)
         assert counted.returncode == 0 and counted.stdout.strip().endswith("1"), counted.stderr[-2000:]
         assert env["VARIANTLAB_PREDICTION_LOG"].startswith("postgresql") and env["VARIANTLAB_PREDICTION_LOG"].endswith(

@@ -18,6 +18,7 @@ import pytest
 
 from tests.helpers import clean_env, model_server, registry, run, tiny_project, tiny_sentences
 from variantlab.proc.services import prefect_server, stop
+from variantlab.serving import auth
 
 pytestmark = pytest.mark.server
 
@@ -58,9 +59,10 @@ print(json.dumps([r.data.tags.get("prefect.flow_run_id") for r in runs]))
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     base = tmp_path_factory.mktemp("prefect")
     project = tiny_project(base / "project", data=tiny_sentences(240))
-    with prefect_server(base / "home", clean_env()) as (api, seconds):
-        env = clean_env(PREFECT_API_URL=api, PREFECT_HOME=str(base / "client"), VARIANTLAB_RETRY_BASE_S="1")
-        print(f"prefect server healthy after {seconds:.1f} s")
+    with prefect_server(base / "home", clean_env()) as server:
+        # authentication is on: the CLI, the worker, the flow runs and the triggers all carry the credential
+        env = clean_env(**server.client_env(), PREFECT_HOME=str(base / "client"), VARIANTLAB_RETRY_BASE_S="1")
+        print(f"prefect server healthy after {server.seconds:.1f} s")
         pool = run(project, "-m", "prefect", "work-pool", "create", "variantlab-process", "--type", "process", env=env)
         assert pool.returncode == 0, pool.stdout + pool.stderr
         deploy = run(project, "-m", "prefect", "--no-prompt", "deploy", "--all", env=env)
@@ -85,6 +87,33 @@ def trigger(project: Path, env: dict[str, str], name: str, parameters: dict[str,
     done = run(project, "-c", TRIGGER, name, json.dumps(parameters), env=env, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_prefect_server_refuses_clients_without_its_credential(deployed: tuple[Path, dict[str, str]]) -> None:
+    import base64
+
+    import httpx
+
+    project, env = deployed
+    api, auth = env["PREFECT_API_URL"], env["PREFECT_API_AUTH_STRING"]
+    user, password = auth.split(":", 1)
+
+    def basic(secret: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
+
+    with httpx.Client(timeout=30) as client:
+        assert client.get(f"{api}/health").status_code == 200  # probes need nothing
+        assert client.post(f"{api}/deployments/filter", json={}).status_code == 401
+        assert client.post(f"{api}/deployments/filter", json={}, headers=basic(password + "x")).status_code == 401
+        served = client.post(f"{api}/deployments/filter", json={}, headers=basic(password))
+        assert served.status_code == 200 and "nightly-retrain" in {d["name"] for d in served.json()}
+    listing = [sys.executable, "-m", "prefect", "deployment", "ls"]
+    env = {**env, "COLUMNS": "240"}  # rich wraps long names in a narrow table
+    anonymous = {k: v for k, v in env.items() if k != "PREFECT_API_AUTH_STRING"}
+    refused = subprocess.run(listing, cwd=project, env=anonymous, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+    listed = subprocess.run(listing, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "nightly-retrain" in listed.stdout, listed.stderr[-2000:]
 
 
 def test_nightly_deployment_runs_every_stage_on_the_worker(deployed: tuple[Path, dict[str, str]]) -> None:
@@ -136,6 +165,21 @@ def test_new_data_is_validated_versioned_and_retrained_and_bad_data_changes_noth
     assert report["champion_before"] == "1"  # the gate decided against the champion the nightly run promoted
 
 
+def test_the_retention_deployment_prunes_the_prediction_log_on_its_daily_schedule(
+    deployed: tuple[Path, dict[str, str]],
+) -> None:
+    from tests.serving.test_retention import contents, seed
+
+    project, env = deployed
+    seed(project, params_from_repo=False)  # the project's own params: serve.retention_days 90
+    result = trigger(project, env, "variantlab-retention/prune-prediction-log", {})
+    assert result["state"] == "COMPLETED", result["message"]
+    assert result["schedules"] == ["30 3 * * *"]
+    assert result["tasks"] == {"prune-prediction-log": "COMPLETED"} and "retention" in result["artifacts"]
+    after = contents(project)
+    assert after["predictions"] == ["p1", "p4", "p5", "p6", "p7"] and after["feedback"] == ["p1", "p4"]
+
+
 def _label(rating: float) -> str:
     return "positive" if rating >= 0.5 else "negative" if rating <= -0.5 else "neutral"
 
@@ -158,6 +202,8 @@ def test_served_predictions_and_feedback_retrain_a_new_champion_that_the_service
     first = run(weak, "-m", "variantlab.cli", "run", env=env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     assert registry(weak)["aliases"]["champion"] == "1"
+    # serving with tokens: predictions stay open on loopback, feedback needs a labeller's token
+    record, labeller = auth.create(weak / auth.DEFAULT_FILE, "labellers", ["feedback"])
     serving = model_server(weak, "--poll-s", "0.5", log=tmp_path / "serve.log", env=env)
     with serving as (client, service):
         users = tiny_sentences(200, seed=21)
@@ -165,9 +211,14 @@ def test_served_predictions_and_feedback_retrain_a_new_champion_that_the_service
         answered = client.post("/invocations", json={"inputs": {"text": users["text"].tolist()}}).json()
         assert answered["model_version"] == "1"
         wrong = sum(p != _label(r) for p, r in zip(answered["predictions"], users["rating"], strict=True))
+        first_pid = answered["prediction_ids"][0]
+        anonymous = client.post("/feedback", json={"prediction_id": first_pid, "label": "negative"})
+        assert anonymous.status_code == 401  # and nothing is logged: the labeller's correction below is the first
+        teach = {"Authorization": f"Bearer {labeller}"}
         for pid, rating, domain in zip(answered["prediction_ids"], users["rating"], users["domain"], strict=True):
-            sent = client.post("/feedback", json={"prediction_id": pid, "label": _label(rating), "domain": domain})
-            assert sent.status_code == 201, sent.text
+            body = {"prediction_id": pid, "label": _label(rating), "domain": domain}
+            sent = client.post("/feedback", json=body, headers=teach)
+            assert sent.status_code == 201 and sent.json()["source"] == record.id, sent.text
 
         result = trigger(weak, env, "variantlab-feedback-to-retrain/feedback-to-retrain", {"root": str(weak)})
         assert result["state"] == "COMPLETED", result["message"]

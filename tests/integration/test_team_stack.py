@@ -181,6 +181,13 @@ def test_requests_without_valid_credentials_are_refused(team_stack: dict[str, st
     env = clean_env(MLFLOW_TRACKING_URI=uri)
     done = run(Path.cwd(), "-c", "import mlflow; mlflow.search_experiments()", env=env)
     assert done.returncode != 0 and "401" in done.stderr
+    # the Prefect server too: its auth string from stack.env, nothing else
+    api = team_stack["PREFECT_API_URL"]
+    user, password = team_stack["PREFECT_API_AUTH_STRING"].split(":", 1)
+    assert http_status(f"{api}/admin/version") == 401
+    assert http_status(f"{api}/admin/version", {"Authorization": basic_auth_header(user, password + "x")}) == 401
+    assert http_status(f"{api}/admin/version", {"Authorization": basic_auth_header(user, password)}) == 200
+    assert http_status(f"{api}/health") == 200
 
 
 def test_dvc_push_then_pull_into_a_fresh_clone_restores_every_output(

@@ -1,4 +1,4 @@
-"""examples/text-to-text on the real SmolLM2-135M-Instruct, made smaller so it fits `make test-slow` (200 of its
+"""examples/text-to-text on the real SmolLM2-135M-Instruct, made smaller so it fits `make test-slow` (140 of its
 1,000 sentences, no prompted variants, LoRA on 64 pairs): `variantlab run` end to end (the gate included), then
 `serve-model` answers text from the LoRA model and takes corrected answers, and the feedback is exported as data
 in the task's own columns."""
@@ -36,7 +36,7 @@ def test_the_text_to_text_example_runs_end_to_end_on_the_real_smollm2(tmp_path: 
     params = yaml.safe_load((REPO / "examples/text-to-text/params.yaml").read_text())
     project = copy_project(tmp_path / "p")
     (project / "params.yaml").write_text(yaml.safe_dump(deep_update(params, SMALLER), sort_keys=False))
-    pd.DataFrame(date_rows(200)).to_csv(project / "data/external/dates.csv", index=False)
+    pd.DataFrame(date_rows(140)).to_csv(project / "data/external/dates.csv", index=False)
     done = run(project, "-m", "variantlab.cli", "run", timeout=1500)
     assert done.returncode == 0, done.stderr[-4000:]
 

@@ -97,6 +97,35 @@ def test_on_loopback_predictions_stay_open_but_feedback_needs_a_token(registry: 
         assert again.status_code == 409  # a second correction for one prediction
 
 
+def test_expired_tokens_get_401_and_revoking_every_token_locks_the_service_rather_than_opening_it(
+    registry: Registry, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    short, brief = auth.create(tokens, "contractor", ["predict", "feedback"], days=2 / 86400)  # two seconds
+    long, lasting = auth.create(tokens, "app", ["predict"], days=30)
+    assert short.expires_at and long.expires_at and "active until" in long.state()
+    body = {"inputs": {"text": ["a grey morning"]}}
+    with guarded_server(registry, tmp_path, tokens, loopback=False) as client:
+        assert client.post("/invocations", json=body, headers=bearer(brief)).status_code == 200
+        time.sleep(2.2)
+        expired = client.post("/invocations", json=body, headers=bearer(brief))
+        assert expired.status_code == 401 and f"token {short.id} expired at" in expired.json()["message"]
+        assert client.post("/invocations", json=body, headers=bearer(lasting)).status_code == 200
+        auth.revoke(tokens, long.id)
+        deadline = time.monotonic() + 10
+        while client.post("/invocations", json=body, headers=bearer(lasting)).status_code != 401:
+            assert time.monotonic() < deadline, "the revoked token still works"
+            time.sleep(0.2)
+        anonymous = client.post("/invocations", json=body)  # no usable token is left: locked, not open
+        assert anonymous.status_code == 401 and anonymous.json()["error_code"] == "UNAUTHENTICATED"
+    assert not auth.TokenStore(tokens).enabled and auth.TokenStore(tokens).guarded
+    try:
+        auth.create(tokens, "never", ["predict"], days=0)
+        raise AssertionError("days=0 was accepted")
+    except auth.ConfigError as error:
+        assert "--days must be more than 0" in str(error)
+
+
 def test_serve_token_cli_and_the_refusal_to_serve_beyond_loopback_without_tokens(tmp_path: Path) -> None:
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -202,3 +231,63 @@ def test_a_quarantined_source_is_refused_and_its_rows_stay_out_of_exports(regist
     assert log.quarantined() == {bad_record.id: "spam"}
     assert log.release(bad_record.id) and set(log.waiting_feedback()["source"]) == {good_record.id, bad_record.id}
     log.close()
+
+
+def test_every_bad_feedback_request_gets_one_4xx_line_logs_nothing_and_the_service_stays_up(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """The issue's bad-input list, all at /feedback on one service: forged, expired, revoked, misplaced tokens,
+    a quarantined source, a burst past the limit and a second correction. Only the one good correction lands."""
+    import sqlalchemy as sa
+
+    from variantlab.serving.log import PredictionLog
+
+    tokens = tmp_path / "tokens.json"
+    good_record, good = auth.create(tokens, "team", ["predict", "feedback"])
+    gone_record, gone = auth.create(tokens, "former", ["feedback"])
+    _, brief = auth.create(tokens, "contractor", ["feedback"], days=1 / 86400)  # one second
+    spam_record, spam = auth.create(tokens, "spammer", ["feedback"])
+    auth.revoke(tokens, gone_record.id)
+    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    log = PredictionLog(log_url)
+    log.quarantine(spam_record.id, "spam")
+    log.close()
+    time.sleep(1.1)  # the contractor's token has expired
+    base = settings(registry, tmp_path, feedback_rate=2.0)
+    app = create_app(ServeSettings(base.model_uri, base.log_url, base.config, tokens=tokens, loopback=False))
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        texts = [f"day {i}" for i in range(12)]
+        ids = client.post("/invocations", json={"inputs": {"text": texts}}, headers=bearer(good)).json()[
+            "prediction_ids"
+        ]
+        first = client.post("/feedback", json={"prediction_id": ids[0], "label": "hot"}, headers=bearer(good))
+        assert first.status_code == 201, first.text
+        cases = {
+            "forged": (401, bearer(good[:-3] + "abc")),
+            "expired": (401, bearer(brief)),
+            "revoked": (401, bearer(gone)),
+            "wrong header": (401, {"X-API-Key": good}),
+            "quarantined": (403, bearer(spam)),
+            "second correction": (409, bearer(good)),
+        }
+        for case, (status, headers) in cases.items():
+            pid = ids[0] if case == "second correction" else ids[1]
+            answer = client.post("/feedback", json={"prediction_id": pid, "label": "cold"}, headers=headers)
+            assert answer.status_code == status, (case, answer.text)
+            message = answer.json()["message"]
+            assert message and "\n" not in message and "Traceback" not in message, case
+        burst = [
+            client.post("/feedback", json={"prediction_id": pid, "label": "mild"}, headers=bearer(good))
+            for pid in ids[2:]
+        ]
+        codes = [r.status_code for r in burst]
+        assert 429 in codes and codes.count(201) <= 3, codes  # a burst of two, then two a second
+        assert all("Retry-After" in r.headers for r in burst if r.status_code == 429)
+        assert client.get("/ping").status_code == 200  # still up
+        accepted = 1 + codes.count(201)
+    engine = sa.create_engine(log_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT prediction_id, label, source FROM feedback")).all()
+    engine.dispose()
+    assert len(rows) == accepted and {r.source for r in rows} == {good_record.id}
+    assert ("cold" not in {r.label for r in rows}) and ids[1] not in {r.prediction_id for r in rows}

@@ -68,7 +68,14 @@ def test_served_deployments_match_prefect_yaml() -> None:
 
     declared = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
     served = {d.name: d for d in build_deployments(REPO)}
-    names = {"nightly-retrain", "retrain-on-new-data", "search-trials", "feedback-to-retrain", "online-gate"}
+    names = {
+        "nightly-retrain",
+        "retrain-on-new-data",
+        "search-trials",
+        "feedback-to-retrain",
+        "online-gate",
+        "prune-prediction-log",
+    }
     assert set(served) == set(declared) == names
     for name, deployment in served.items():
         assert deployment.entrypoint.replace("\\", "/").endswith(declared[name]["entrypoint"])
@@ -82,6 +89,8 @@ def test_served_deployments_match_prefect_yaml() -> None:
     declared_online = [s["interval"] for s in declared["online-gate"]["schedules"]]
     assert [s.schedule.interval.total_seconds() for s in served["online-gate"].schedules] == declared_online
     assert declared_online == [online * 60]
+    retention = [s["cron"] for s in declared["prune-prediction-log"]["schedules"]]
+    assert [s.schedule.cron for s in served["prune-prediction-log"].schedules] == retention == ["30 3 * * *"]
 
 
 def test_drift_measures() -> None:

@@ -53,6 +53,7 @@ def test_env_mismatch_ignores_what_is_read_at_run_time_only() -> None:
         "VARIANTLAB_PARENT_RUN_ID": "abc",
         "MLFLOW_TRACKING_URI": "http://x",
         "AWS_ACCESS_KEY_ID": "k",
+        "_MLFLOW_TELEMETRY_SESSION_ID": "f00d",  # set by the parent once it imports mlflow, telemetry on
         "SHLVL": "2",
     }
     del stage["PS1"]  # bash unsets it for `bash -c`, as DVC runs stage commands

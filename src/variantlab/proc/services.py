@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -12,6 +13,24 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
+
+PREFECT_USER = "admin"
+
+
+class PrefectServer(NamedTuple):
+    api: str  # PREFECT_API_URL
+    seconds: float  # to healthy
+    auth: str  # user:password, what PREFECT_API_AUTH_STRING carries
+
+    def client_env(self) -> dict[str, str]:
+        """What a Prefect client, worker or ``variantlab`` process needs to be served."""
+        return {"PREFECT_API_URL": self.api, "PREFECT_API_AUTH_STRING": self.auth}
+
+
+def prefect_auth_string() -> str:
+    """A fresh ``user:password`` for Prefect's basic authentication (PREFECT_SERVER_API_AUTH_STRING)."""
+    return f"{PREFECT_USER}:{secrets.token_urlsafe(24)}"
 
 
 def free_port() -> int:
@@ -44,9 +63,11 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, env: dict[str, str], timeout: float = 240) -> Iterator[tuple[str, float]]:
-    """Yield (api_url, seconds to healthy) of a fresh server with its own database under ``home``."""
+def prefect_server(home: Path, env: dict[str, str], timeout: float = 240) -> Iterator[PrefectServer]:
+    """A fresh server with its own database under ``home`` and authentication on (a new password each time):
+    clients need ``PrefectServer.client_env()``. Only /api/health and /api/ready answer without it."""
     port = free_port()
+    auth = prefect_auth_string()
     home.mkdir(parents=True, exist_ok=True)
     server_env = {
         **env,
@@ -56,6 +77,7 @@ def prefect_server(home: Path, env: dict[str, str], timeout: float = 240) -> Ite
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
     }
     log = (home / "server.log").open("wb")
     proc = subprocess.Popen(
@@ -67,7 +89,7 @@ def prefect_server(home: Path, env: dict[str, str], timeout: float = 240) -> Ite
     )
     try:
         seconds = wait_http(f"http://127.0.0.1:{port}/api/health", timeout, proc)
-        yield f"http://127.0.0.1:{port}/api", seconds
+        yield PrefectServer(f"http://127.0.0.1:{port}/api", seconds, auth)
     finally:
         stop(proc)
         log.close()

@@ -5,7 +5,8 @@
 * an S3-compatible object store: moto's server from PyPI (in memory: a stack for trials and tests;
   the compose stack keeps MinIO's objects in a volume), with the bucket created at start;
 * ``mlflow server`` on PostgreSQL, artifacts in the bucket served through the server, basic auth on;
-* ``prefect server start`` on PostgreSQL.
+* ``prefect server start`` on PostgreSQL, basic auth on (PREFECT_SERVER_API_AUTH_STRING; clients carry
+  PREFECT_API_AUTH_STRING from ``stack.env``).
 
 Everything listens on loopback. ``up`` waits until each service answers and records pids, ports and
 seconds-to-healthy in ``<state>/stack.json``; ``<state>/stack.env`` holds what a client needs
@@ -33,7 +34,7 @@ from typing import Any
 
 from variantlab.errors import VariantlabError
 from variantlab.io.files import read_json, write_json
-from variantlab.proc.services import free_port, wait_http
+from variantlab.proc.services import free_port, prefect_auth_string, wait_http
 
 BUCKET = "variantlab"
 DB_USER = "variantlab"
@@ -88,19 +89,25 @@ class Stack:
         return Path("/var/tmp") / f"variantlab-pg-{tag}"
 
     def secrets(self) -> dict[str, str]:
+        """Generated on the first start (mode 600) and reused; a key a newer version added is appended."""
+        wanted = {
+            "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(18),
+            "AWS_ACCESS_KEY_ID": lambda: "variantlab",
+            "AWS_SECRET_ACCESS_KEY": lambda: secrets.token_urlsafe(24),
+            "MLFLOW_TRACKING_PASSWORD": lambda: secrets.token_urlsafe(18),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": lambda: secrets.token_urlsafe(32),
+            "PREFECT_AUTH_STRING": prefect_auth_string,
+        }
         if not self.secrets_file.exists():
-            values = {
-                "POSTGRES_PASSWORD": secrets.token_urlsafe(18),
-                "AWS_ACCESS_KEY_ID": "variantlab",
-                "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
-                "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(18),
-                "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
-            }
             self.state.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.writelines(f"{k}={v}\n" for k, v in values.items())
-        return read_env_file(self.secrets_file)
+            os.close(fd)
+        have = read_env_file(self.secrets_file)
+        missing = {k: make() for k, make in wanted.items() if k not in have}
+        if missing:
+            with self.secrets_file.open("a") as handle:
+                handle.writelines(f"{k}={v}\n" for k, v in missing.items())
+        return {**have, **missing}
 
     def record(self) -> dict[str, Any]:
         return dict(read_json(self.record_file)) if self.record_file.exists() else {}
@@ -113,6 +120,7 @@ class Stack:
             "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN,
             "MLFLOW_TRACKING_PASSWORD": s["MLFLOW_TRACKING_PASSWORD"],
             "PREFECT_API_URL": f"http://{self.host}:{ports.prefect}/api",
+            "PREFECT_API_AUTH_STRING": s["PREFECT_AUTH_STRING"],
             "AWS_ACCESS_KEY_ID": s["AWS_ACCESS_KEY_ID"],
             "AWS_SECRET_ACCESS_KEY": s["AWS_SECRET_ACCESS_KEY"],
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -385,6 +393,7 @@ class Stack:
             "DO_NOT_TRACK": "1",
             "PREFECT_SERVER_API_HOST": self.host,
             "PREFECT_SERVER_API_PORT": str(ports.prefect),
+            "PREFECT_SERVER_API_AUTH_STRING": s["PREFECT_AUTH_STRING"],
         }
         proc = self._spawn(
             "prefect",

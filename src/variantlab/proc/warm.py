@@ -93,7 +93,9 @@ PRELOAD = (
     "mlflow.utils.requirements_utils:_init_modules_to_packages_map",
 )
 # Read at run time by our code or by the libraries, so a stage may differ from the server in them.
-_RUNTIME_PREFIXES = ("DVC_", "VARIANTLAB_", "MLFLOW_", "PREFECT_", "AWS_", "GIT_")
+# _MLFLOW_ is MLflow's own (the telemetry session id it puts in os.environ once imported, after the server started:
+# without it here every stage of a `variantlab run` outside `make`, telemetry on, was refused and ran cold).
+_RUNTIME_PREFIXES = ("DVC_", "VARIANTLAB_", "MLFLOW_", "_MLFLOW_", "PREFECT_", "AWS_", "GIT_")
 # Set, or unset (PS1, PS2), by the shell DVC runs a stage command with.
 _PER_PROCESS = {"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "PS1", "PS2"}
 

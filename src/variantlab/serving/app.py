@@ -265,7 +265,7 @@ def create_app(settings: ServeSettings, *, slot: ModelSlot | None = None, log: P
         scope = ENDPOINT_SCOPES.get(endpoint)
         if scope is None:
             return
-        guarded = store is not None and store.enabled
+        guarded = store is not None and store.guarded
         if guarded and not (scope == "predict" and settings.loopback and settings.config.open_predict_on_loopback):
             assert store is not None
             try:

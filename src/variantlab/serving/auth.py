@@ -7,9 +7,14 @@ secret is 32 random bytes, so a plain digest is as good as a slow hash, and the 
 changes, so a new or revoked token takes effect without a restart.
 
 Rules: with no active token the service is open, as it always was, which is only allowed on loopback (it refuses
-to start on another address without tokens unless ``--insecure``). With tokens, every endpoint with a scope needs
-a token of that scope, except ``/invocations`` on loopback while ``serve.open_predict_on_loopback`` is true (the
-newcomer's default). ``/ping``, ``/health`` and ``/version`` are always open.
+to start on another address without tokens unless ``--insecure``). Once the file holds any token, every endpoint
+with a scope needs a valid token of that scope, except ``/invocations`` on loopback while
+``serve.open_predict_on_loopback`` is true (the newcomer's default). Revoking or outliving every token locks the
+service rather than opening it. ``/ping``, ``/health`` and ``/version`` are always open.
+
+A token may expire (``serve-token create --days N``); an expired one gets 401 "expired". The file's path is
+``VARIANTLAB_SERVE_TOKENS`` when set (a mounted secret in a container), else ``serve.tokens_file``, else the
+default.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from variantlab.errors import ConfigError
 SCOPES = ("predict", "feedback", "metrics")
 ENDPOINT_SCOPES = {"invocations": "predict", "feedback": "feedback", "feedback_queue": "feedback", "metrics": "metrics"}
 DEFAULT_FILE = Path(".variantlab") / "serve-tokens.json"
+TOKENS_ENV = "VARIANTLAB_SERVE_TOKENS"
 RELOAD_S = 0.5  # how often a request may look at the file's modification time
 
 
@@ -44,11 +50,26 @@ class TokenRecord:
     sha256: str
     created_at: str
     revoked_at: str | None = None
+    expires_at: str | None = None
+
+    def expired(self, at: dt.datetime | None = None) -> bool:
+        if self.expires_at is None:
+            return False
+        return dt.datetime.fromisoformat(self.expires_at) <= (at or dt.datetime.now(dt.UTC))
+
+    def state(self) -> str:
+        if self.revoked_at:
+            return f"revoked {self.revoked_at}"
+        if self.expired():
+            return f"expired {self.expires_at}"
+        return f"active until {self.expires_at}" if self.expires_at else "active"
 
 
 def tokens_path(configured: str | None, root: Path) -> Path:
-    """serve.tokens_file, or the project's default: the one file serve-model reads and serve-token edits."""
-    return Path(configured) if configured else root / DEFAULT_FILE
+    """$VARIANTLAB_SERVE_TOKENS, serve.tokens_file, or the project's default: the one file serve-model reads and
+    serve-token edits."""
+    chosen = os.environ.get(TOKENS_ENV) or configured
+    return Path(chosen) if chosen else root / DEFAULT_FILE
 
 
 def digest(token: str) -> str:
@@ -69,7 +90,10 @@ def read_records(path: Path) -> list[TokenRecord]:
         return []
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return [TokenRecord(**{**r, "scopes": tuple(r["scopes"])}) for r in raw["tokens"]]
+        records = [TokenRecord(**{**r, "scopes": tuple(r["scopes"])}) for r in raw["tokens"]]
+        for r in records:
+            r.expired()  # a malformed date is an error of the file, said here rather than on a request
+        return records
     except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{path}: not a token file ({error})") from None
 
@@ -82,16 +106,21 @@ def write_records(path: Path, records: list[TokenRecord]) -> None:
     os.chmod(path, 0o600)
 
 
-def create(path: Path, name: str, scopes: list[str]) -> tuple[TokenRecord, str]:
-    """A new token: its record (written) and the token itself (shown once, stored nowhere)."""
+def create(path: Path, name: str, scopes: list[str], days: float | None = None) -> tuple[TokenRecord, str]:
+    """A new token: its record (written) and the token itself (shown once, stored nowhere). ``days``: it expires
+    that long from now (None: it lives until revoked)."""
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
         raise ConfigError(f"scopes must be some of {', '.join(SCOPES)}, got {', '.join(scopes) or 'none'}")
+    if days is not None and not days > 0:
+        raise ConfigError(f"--days must be more than 0, got {days}")
     records = read_records(path)
     token_id = secrets.token_hex(4)
     token = f"vl_{token_id}_{secrets.token_urlsafe(32)}"
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    record = TokenRecord(token_id, name, tuple(dict.fromkeys(scopes)), digest(token), now)
+    created = dt.datetime.now(dt.UTC)
+    expires = (created + dt.timedelta(days=days)).isoformat(timespec="seconds") if days is not None else None
+    now = created.isoformat(timespec="seconds")
+    record = TokenRecord(token_id, name, tuple(dict.fromkeys(scopes)), digest(token), now, expires_at=expires)
     write_records(path, [*records, record])
     return record, token
 
@@ -123,6 +152,7 @@ class TokenStore:
         self._checked = 0.0
         self._active: dict[str, TokenRecord] = {}
         self._revoked: set[str] = set()
+        self._any = False
         self.reload()
 
     def reload(self) -> None:
@@ -132,6 +162,7 @@ class TokenStore:
             self._mtime = mtime
             self._active = {r.id: r for r in records if r.revoked_at is None}
             self._revoked = {r.id for r in records if r.revoked_at is not None}
+            self._any = bool(records)
 
     def _fresh(self) -> None:
         now = time.monotonic()
@@ -145,8 +176,15 @@ class TokenStore:
 
     @property
     def enabled(self) -> bool:
+        """Some token can be used now (what serving beyond loopback needs to start)."""
         self._fresh()
-        return bool(self._active)
+        return any(not r.expired() for r in self._active.values())
+
+    @property
+    def guarded(self) -> bool:
+        """The file holds any token, even revoked or expired: scoped endpoints need a valid one from then on."""
+        self._fresh()
+        return self._any
 
     def check(self, headers: Any, query: Any, scope: str) -> TokenRecord:
         """The token of a request that needs ``scope``; raises ``Denied`` (401 or 403)."""
@@ -168,6 +206,8 @@ class TokenStore:
         record = self._active.get(token_id)
         if record is None or not hmac.compare_digest(record.sha256, digest(token)):
             raise Denied(401, "invalid", "the token is not valid")
+        if record.expired():
+            raise Denied(401, "expired", f"token {token_id} expired at {record.expires_at}")
         if scope not in record.scopes:
             raise Denied(403, "scope", f"token {token_id} lacks scope '{scope}' (it has: {', '.join(record.scopes)})")
         return record

@@ -289,6 +289,53 @@ class PredictionLog:
                     feedback.update().where(feedback.c.prediction_id.in_(chunk)).values(export_batch=batch)
                 )
 
+    # ---- retention ----
+    def prune(self, before: dt.datetime, *, dry_run: bool = False, chunk: int = 5000) -> dict[str, int]:
+        """Delete what is older than ``before``: feedback already exported, then the predictions no remaining
+        feedback points to, with their shadow answers. Feedback not yet exported, and its prediction, stay: it
+        has not been used yet. Predictions go in chunks of ``chunk``, so a big log never holds one long lock.
+        ``dry_run``: count, delete nothing."""
+        self.flush()
+        old_feedback = feedback.c.created_at < before
+        exported = feedback.c.export_batch.is_not(None)
+        # a prediction goes once no feedback that stays points to it (before and after that feedback is deleted)
+        gone = sa.select(predictions.c.id).where(
+            predictions.c.created_at < before,
+            ~sa.exists().where(feedback.c.prediction_id == predictions.c.id, ~(old_feedback & exported)),
+        )
+        counts = {"feedback": 0, "predictions": 0, "shadow_predictions": 0}
+        with self.engine.connect() as connection:
+
+            def count(query: Any) -> int:
+                return int(connection.execute(query).scalar_one())
+
+            counts["kept_unexported_feedback"] = count(
+                sa.select(sa.func.count()).select_from(feedback).where(old_feedback, ~exported)
+            )
+            if dry_run:
+                counts["feedback"] = count(
+                    sa.select(sa.func.count()).select_from(feedback).where(old_feedback, exported)
+                )
+                counts["predictions"] = count(sa.select(sa.func.count()).select_from(gone.subquery()))
+                counts["shadow_predictions"] = count(
+                    sa.select(sa.func.count()).select_from(shadow).where(shadow.c.prediction_id.in_(gone))
+                )
+                return counts
+        with self.engine.begin() as connection:
+            counts["feedback"] = connection.execute(feedback.delete().where(old_feedback, exported)).rowcount
+        while True:
+            with self.engine.begin() as connection:
+                ids = connection.execute(gone.limit(chunk)).scalars().all()
+                if not ids:
+                    break
+                counts["shadow_predictions"] += connection.execute(
+                    shadow.delete().where(shadow.c.prediction_id.in_(ids))
+                ).rowcount
+                counts["predictions"] += connection.execute(
+                    predictions.delete().where(predictions.c.id.in_(ids))
+                ).rowcount
+        return counts
+
     # ---- quarantined sources ----
     def quarantine(self, source: str, reason: str | None = None) -> bool:
         """Keep ``source``'s feedback out of exports (and refuse its new feedback); False if it already was."""
