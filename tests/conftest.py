@@ -16,6 +16,25 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+def _share_the_cores() -> None:
+    """Under xdist each worker (and every process it starts: stages, servers, torchrun) gets its share of the
+    cores for torch's and BLAS's thread pools. Each pool otherwise sizes itself to every core, and two workers'
+    OpenMP barriers spinning against each other slow both: the two real-SmolLM2 tests side by side
+    (`pytest -n 2 tests/integration/test_llm_example.py tests/integration/test_text_to_text_example.py`, 2 cores,
+    2026-12-08) took 381 s with a pool per core and 159 s with one thread each. A value the caller set wins."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(key, threads)
+    if "torch" in sys.modules:  # imported before this ran: its pool is already sized
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+_share_the_cores()
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     directory = tmp_path_factory.mktemp("tiny-bert")
