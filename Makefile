@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup fetch run test test-slow test-fast lint format bench bench-search bench-prefect ui lock clean prefect-server deploy worker serve serve-flows serve-model \
+.PHONY: help setup fetch run test test-slow test-fast lint format bench bench-search bench-prefect bench-threads ui lock clean prefect-server deploy worker serve serve-flows serve-model \
 	stack-up stack-down stack-status remote bench-stack profile walkthrough status
 
 help:  ## list the targets
@@ -74,6 +74,9 @@ profile: $(STAMP)  ## profile one stage command: make profile STAGE="variantlab.
 
 bench-search: $(STAMP)  ## TPE + pruning vs the exhaustive grid, per-trial overhead, 1 vs 2 workers -> reports/bench/search.json (~7 min)
 	$(BIN)/python -m benchmarks.bench_search
+
+bench-threads: $(STAMP)  ## two torch processes on one machine: a pool of every core each vs their share -> reports/bench/threads.json (~2 min)
+	$(BIN)/python -m benchmarks.bench_threads
 
 bench-prefect: $(STAMP)  ## Prefect's overhead on the cold default flow -> reports/bench/prefect.json (~8 min)
 	$(BIN)/python -m benchmarks.bench_prefect

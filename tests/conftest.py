@@ -17,18 +17,14 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def _share_the_cores() -> None:
-    """Under xdist each worker (and every process it starts: stages, servers, torchrun) gets its share of the
-    cores for torch's and BLAS's thread pools. Each pool otherwise sizes itself to every core, and two workers'
-    OpenMP barriers spinning against each other slow both: the two real-SmolLM2 tests side by side
-    (`pytest -n 2 tests/integration/test_llm_example.py tests/integration/test_text_to_text_example.py`, 2 cores,
-    2026-12-08) took 381 s with a pool per core and 159 s with one thread each. A value the caller set wins."""
+    """Under xdist each worker, and every process it starts (stages, servers, torchrun), sizes torch's and BLAS's
+    thread pools to its share of the cores: pools of every core in each worker spin against each other (the two
+    real-SmolLM2 tests side by side: 381 s with a pool per core, 159 s with one thread each; docs/speed.md)."""
+    from variantlab.proc.threads import shared_env
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers <= 1:
-        return
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(key, threads)
-    if "torch" in sys.modules:  # imported before this ran: its pool is already sized
+    os.environ.update(shared_env(workers))
+    if workers > 1 and "torch" in sys.modules:  # imported before this ran: its pool is already sized
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 

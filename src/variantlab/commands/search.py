@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from variantlab.console import info
+from variantlab.proc.threads import shared_env
 
 
 def worker_command(variant: str, params: Path | None = None) -> list[str]:
@@ -21,7 +22,10 @@ def worker_command(variant: str, params: Path | None = None) -> list[str]:
 
 
 def run_workers(root: Path, variant: str, workers: int, params: Path | None = None) -> list[int]:
-    """Start ``workers`` processes at once (list argv, no shell) and wait for all; their exit codes."""
-    info(f"search@{variant}: {workers} worker process(es) on one study")
-    procs = [subprocess.Popen(worker_command(variant, params), cwd=root) for _ in range(workers)]
+    """Start ``workers`` processes at once (list argv, no shell) and wait for all; their exit codes. Each sizes
+    torch's thread pool to its share of the cores (``OMP_NUM_THREADS`` and the like, unless already set)."""
+    env = shared_env(workers)
+    threads = env.get("OMP_NUM_THREADS", "the libraries' default")
+    info(f"search@{variant}: {workers} worker process(es) on one study, {threads} thread(s) each")
+    procs = [subprocess.Popen(worker_command(variant, params), cwd=root, env=env) for _ in range(workers)]
     return [proc.wait() for proc in procs]
