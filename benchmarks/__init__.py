@@ -51,6 +51,18 @@ def timed(argv: list[str], cwd: Path, env: Mapping[str, str], repeat: int = 3) -
     return round(statistics.median(times), 3)
 
 
+def side_by_side(argv: list[str], n: int, cwd: Path, env: Mapping[str, str]) -> tuple[list[str], float]:
+    """Start ``n`` copies of ``argv`` at the same moment and wait for all: their stdouts and the wall seconds. A
+    copy that fails raises."""
+    started = time.perf_counter()
+    procs = [subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    outs = [p.communicate()[0] for p in procs]
+    wall = time.perf_counter() - started
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"a worker failed: {[p.returncode for p in procs]}")
+    return outs, wall
+
+
 def write_report(out: Path, report: Mapping[str, Any], hide: str | None = None) -> None:
     """``reports/bench/<name>.json``, and the report on stdout (without its bulky ``hide`` key)."""
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,12 +21,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks import side_by_side
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANT = "minilm-lora"
@@ -164,12 +165,7 @@ def workers(n: int, trials: int, a: argparse.Namespace) -> dict[str, Any]:
         _storage(f"sqlite:///{Path(tmp) / 'optuna.db'}")
         mlflow.set_tracking_uri(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
         mlflow.set_experiment("bench-search")
-        started = time.perf_counter()
-        procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for _ in range(n)]
-        outs = [p.communicate()[0] for p in procs]
-        wall = time.perf_counter() - started
-        if any(p.returncode for p in procs):
-            raise RuntimeError(f"a worker failed: {[p.returncode for p in procs]}")
+        outs, wall = side_by_side(argv, n, ROOT, env)
         import optuna
 
         storage = f"sqlite:///{Path(tmp) / 'optuna.db'}"

@@ -19,13 +19,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import REPO, write_report
+from benchmarks import REPO, side_by_side, write_report
 from variantlab.proc.threads import POOL_VARIABLES, shared_env
 
 CONFIG = REPO / "benchmarks/configs/smollm2-135m"
@@ -63,12 +62,7 @@ def arm(processes: int, shared: bool, a: argparse.Namespace) -> dict[str, Any]:
     env = shared_env(processes, base) if shared else base
     argv = [sys.executable, "-m", "benchmarks.bench_threads", "--worker"]
     argv += ["--steps", str(a.steps), "--batch", str(a.batch), "--tokens", str(a.tokens)]
-    started = time.perf_counter()
-    procs = [subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
-    outs = [p.communicate()[0] for p in procs]
-    wall = time.perf_counter() - started
-    if any(p.returncode for p in procs):
-        raise RuntimeError(f"a worker failed: {[p.returncode for p in procs]}")
+    outs, wall = side_by_side(argv, processes, REPO, env)
     each = [json.loads(out.strip().splitlines()[-1]) for out in outs]
     return {
         "processes": processes,

@@ -152,7 +152,6 @@ class TokenStore:
         self._checked = 0.0
         self._active: dict[str, TokenRecord] = {}
         self._revoked: set[str] = set()
-        self._any = False
         self.reload()
 
     def reload(self) -> None:
@@ -162,7 +161,6 @@ class TokenStore:
             self._mtime = mtime
             self._active = {r.id: r for r in records if r.revoked_at is None}
             self._revoked = {r.id for r in records if r.revoked_at is not None}
-            self._any = bool(records)
 
     def _fresh(self) -> None:
         now = time.monotonic()
@@ -184,7 +182,7 @@ class TokenStore:
     def guarded(self) -> bool:
         """The file holds any token, even revoked or expired: scoped endpoints need a valid one from then on."""
         self._fresh()
-        return self._any
+        return bool(self._active or self._revoked)
 
     def check(self, headers: Any, query: Any, scope: str) -> TokenRecord:
         """The token of a request that needs ``scope``; raises ``Denied`` (401 or 403)."""
